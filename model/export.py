@@ -1,0 +1,186 @@
+"""Export of the inference pipeline to one TorchScript artifact, and the ``dehaze export`` command.
+
+``torch.jit.trace`` + ``torch.jit.freeze``. The artifact serves every batch size and every image size >= 1 px:
+the networks keep batch sizes symbolic (``-1`` reshapes; the authors' ``window_reverse`` froze them) and the
+pipeline's padding arithmetic has no branches. Tracing is strict: any ``TracerWarning`` (a value frozen into the
+graph) fails the export instead of producing an artifact that is silently wrong at other shapes.
+
+``torch.jit.script`` is not used (the authors' layout has optional submodules), ``torch.compile`` was measured
+too slow to compile on a CPU for a dynamic-size server (DCMPNET.md §5.4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from model.checkpoint import DEFAULT_WEIGHTS, load_pipeline_from_weights
+from model.pipeline import build_pipeline
+
+__all__ = ["add_arguments", "check_export", "ensure_artifact", "export_pipeline", "load_artifact", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _jit_deprecation_silenced() -> Iterator[None]:
+    """TorchScript APIs warn that they are deprecated; we use them knowingly (see the module docstring)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit\.")
+        yield
+
+
+def _trace_strict(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        traced = torch.jit.trace(module, example, check_trace=False)
+    for w in caught:
+        if not issubclass(w.category, (torch.jit.TracerWarning, DeprecationWarning)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    frozen_values = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+    if frozen_values:
+        details = "; ".join(f"{w.filename}:{w.lineno}: {w.message}" for w in frozen_values)
+        raise RuntimeError(f"tracing froze input-dependent values into the graph: {details}")
+    return traced
+
+
+def export_pipeline(pipeline: nn.Module, path: str | Path, example_hw: tuple[int, int] = (64, 64)) -> Path:
+    """Traces, freezes and saves (atomically) the pipeline in eval mode.
+
+    Args:
+        pipeline: A :class:`model.pipeline.DehazePipeline` (or a module with the same forward contract).
+        path: Destination file.
+        example_hw: Size of the example input used for tracing (the artifact works at every size).
+
+    Returns:
+        The path written.
+
+    Raises:
+        RuntimeError: Tracing emitted a TracerWarning.
+    """
+    path = Path(path)
+    was_training = pipeline.training
+    pipeline.eval()
+    try:
+        example = torch.rand(1, 3, *example_hw, generator=torch.Generator().manual_seed(0))
+        param = next(iter(pipeline.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+        with torch.inference_mode(False), torch.no_grad(), _jit_deprecation_silenced():
+            frozen = torch.jit.freeze(_trace_strict(pipeline, example.to(device)))
+    finally:
+        pipeline.train(was_training)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with _jit_deprecation_silenced():
+            torch.jit.save(frozen, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    logger.info("exported TorchScript artifact %s", path)
+    return path
+
+
+def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
+    """Loads an exported artifact onto ``device``; forward: N×3×H×W in [0, 1] -> (dehazed, depth)."""
+    with _jit_deprecation_silenced():
+        module = torch.jit.load(str(path), map_location=device)
+    return module.eval()
+
+
+def check_export(
+    eager: nn.Module,
+    traced: nn.Module,
+    sizes: Iterable[tuple[int, int]],
+    batch_sizes: Iterable[int],
+) -> float:
+    """Largest absolute difference between eager and traced outputs over random inputs of the given shapes."""
+    worst = 0.0
+    generator = torch.Generator().manual_seed(0)
+    batch_sizes = list(batch_sizes)
+    with torch.inference_mode():
+        for h, w in sizes:
+            for n in batch_sizes:
+                x = torch.rand(n, 3, h, w, generator=generator)
+                for a, b in zip(eager(x), traced(x), strict=True):
+                    if a.shape != b.shape:
+                        raise RuntimeError(f"shape mismatch at {(n, 3, h, w)}: {tuple(a.shape)} vs {tuple(b.shape)}")
+                    worst = max(worst, float((a - b).abs().max()))
+    return worst
+
+
+def ensure_artifact(weights: str | Path, artifact: str | Path) -> Path:
+    """The artifact for ``weights``, exported first if it is missing or older than the weights.
+
+    Raises:
+        FileNotFoundError: The weights file does not exist.
+    """
+    weights, artifact = Path(weights), Path(artifact)
+    if not weights.is_file():
+        raise FileNotFoundError(f"weights file not found: {weights}")
+    if artifact.is_file() and artifact.stat().st_mtime >= weights.stat().st_mtime:
+        return artifact
+    logger.info("exporting %s from %s", artifact, weights)
+    return export_pipeline(load_pipeline_from_weights(weights), artifact)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dehaze export``."""
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="checkpoint (ours or the authors' .pth)")
+    parser.add_argument("--out", type=Path, required=True, help="artifact file to write")
+    parser.add_argument(
+        "--variant",
+        default=None,
+        help="expected variant of the weights; with --random-init, the variant to export untrained",
+    )
+    parser.add_argument("--random-init", action="store_true", help="export an untrained --variant (for tests)")
+    parser.add_argument("--example-size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"))
+    parser.add_argument("--check", action="store_true", help="compare traced and eager outputs after exporting")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs ``dehaze export``; returns the exit status."""
+    if args.random_init:
+        if not args.variant:
+            logger.error("--random-init needs --variant")
+            return 2
+        pipeline = build_pipeline(args.variant)
+    else:
+        try:
+            actual = _variant_of(args.weights)
+            if args.variant and actual != args.variant:
+                logger.error("%s holds variant %s, not %s", args.weights, actual, args.variant)
+                return 1
+            pipeline = load_pipeline_from_weights(args.weights)
+        except (FileNotFoundError, ValueError) as exc:
+            logger.error("%s", exc)
+            return 1
+    path = export_pipeline(pipeline, args.out, example_hw=tuple(args.example_size))
+    if args.check:
+        diff = check_export(pipeline, load_artifact(path), [(37, 53), (1, 1), (64, 64)], [1, 2])
+        logger.info("max |traced - eager| = %.3g", diff)
+        if diff > 1e-4:
+            logger.error("traced artifact differs from eager by %.3g", diff)
+            return 1
+    return 0
+
+
+def _variant_of(weights: Path) -> str | None:
+    """The variant a weights file holds (``dcmpnet`` for the authors' .pth), None if unknown."""
+    if not Path(weights).is_file():
+        raise FileNotFoundError(f"weights file not found: {weights}")
+    raw = torch.load(weights, map_location="cpu", weights_only=True)
+    if isinstance(raw, dict) and "variant" in raw:
+        return str(raw["variant"])
+    return "dcmpnet" if isinstance(raw, dict) and "dehaze_net" in raw else None

@@ -1,0 +1,102 @@
+"""``dehaze summary``: parameters, MACs and CPU latency of every model variant.
+
+MACs are those of the whole inference pipeline (Ψ + Φ, as served) at 1×3×256×256, counted by
+``torch.utils.flop_counter.FlopCounterMode`` (MACs = FLOPs / 2; convolutions, matmuls and linear layers, which
+is where nearly all the cost is). Latency is the median of ``repeats`` timed batch-1 calls after one warm-up, in
+``torch.inference_mode``, on this machine with its current thread setting and load, so compare numbers taken
+together only. The paper-size variant takes several seconds per call on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from model.pipeline import DehazePipeline, build_pipeline
+from model.variants import VARIANTS
+
+__all__ = ["add_arguments", "count_params", "cpu_latency_ms", "pipeline_gmac", "run", "summarize"]
+
+SIZE = 256
+
+
+def count_params(module: nn.Module) -> int:
+    """Number of parameters (buffers excluded)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def pipeline_gmac(pipeline: nn.Module, hw: tuple[int, int] = (SIZE, SIZE)) -> float:
+    """GMACs of one batch-1 forward pass at ``hw``."""
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        pipeline(torch.rand(1, 3, *hw))
+    return counter.get_total_flops() / 2e9
+
+
+def cpu_latency_ms(pipeline: nn.Module, hw: tuple[int, int] = (SIZE, SIZE), repeats: int = 3) -> float:
+    """Median wall time in ms of a batch-1 forward pass at ``hw`` after one warm-up call."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    x = torch.rand(1, 3, *hw)
+    times = []
+    with torch.inference_mode():
+        pipeline(x)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            pipeline(x)
+            times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def summarize(name: str, repeats: int = 3, latency: bool = True) -> dict[str, Any]:
+    """One row of the summary for variant ``name`` (random weights; cost does not depend on them)."""
+    pipeline: DehazePipeline = build_pipeline(name)
+    row: dict[str, Any] = {
+        "name": name,
+        "phi_params": count_params(pipeline.phi),
+        "psi_params": count_params(pipeline.psi),
+        "gmac_256": round(pipeline_gmac(pipeline), 3),
+        "cpu_ms_256": round(cpu_latency_ms(pipeline, repeats=repeats), 1) if latency else None,
+    }
+    return row
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A fixed-width text table of summary rows."""
+    header = f"{'variant':<16}{'Φ params':>14}{'Ψ params':>12}{'GMAC@256²':>12}{'CPU ms@256²':>14}\n"
+    lines = [header, "-" * (len(header) - 1) + "\n"]
+    for r in rows:
+        ms = "-" if r["cpu_ms_256"] is None else f"{r['cpu_ms_256']:.1f}"
+        lines.append(f"{r['name']:<16}{r['phi_params']:>14,}{r['psi_params']:>12,}{r['gmac_256']:>12.3f}{ms:>14}\n")
+    return "".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dehaze summary``."""
+    parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant (median reported)")
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs ``dehaze summary``; returns the exit status."""
+    rows = []
+    for name in args.variants:
+        row = summarize(name, repeats=args.repeats, latency=not args.no_latency)
+        rows.append(row)
+        if args.json:
+            sys.stdout.write(json.dumps(row) + "\n")
+            sys.stdout.flush()
+    if not args.json:
+        sys.stdout.write(format_table(rows))
+    return 0

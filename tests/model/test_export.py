@@ -1,0 +1,87 @@
+"""Tests for the TorchScript export (model/export.py): one artifact for every batch and image size."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.checkpoint import save_checkpoint
+from model.export import add_arguments, check_export, ensure_artifact, export_pipeline, load_artifact, run
+from model.pipeline import DehazePipeline, build_pipeline
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline() -> DehazePipeline:
+    torch.manual_seed(0)
+    return build_pipeline("dcmpnet_tiny")
+
+
+@pytest.fixture(scope="module")
+def artifact(tiny_pipeline: DehazePipeline, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_pipeline(tiny_pipeline, tmp_path_factory.mktemp("export") / "tiny.ts.pt")
+
+
+def test_one_artifact_matches_eager_at_every_batch_and_size(tiny_pipeline: DehazePipeline, artifact: Path) -> None:
+    traced = load_artifact(artifact, "cpu")
+    diff = check_export(tiny_pipeline, traced, [(37, 53), (1, 1), (64, 64), (31, 90)], [1, 2, 3])
+    assert diff < 1e-4
+
+
+def test_artifact_outputs_follow_the_contract(artifact: Path) -> None:
+    traced = load_artifact(artifact)
+    with torch.inference_mode():
+        dehazed, depth = traced(torch.rand(2, 3, 2, 300))
+    assert dehazed.shape == (2, 3, 2, 300) and depth.shape == (2, 1, 2, 300)
+    assert float(dehazed.min()) >= 0 and float(dehazed.max()) <= 1 and float(depth.max()) <= 1
+
+
+def test_check_export_detects_a_different_model(tiny_pipeline: DehazePipeline, artifact: Path) -> None:
+    torch.manual_seed(1)
+    other = build_pipeline("dcmpnet_tiny")
+    assert check_export(other, load_artifact(artifact), [(40, 40)], [1]) > 1e-4
+
+
+def test_trace_warnings_fail_the_export(tmp_path: Path) -> None:
+    class FreezesBatch(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.view(int(x.shape[0]), -1)
+
+    with pytest.raises(RuntimeError, match="froze"):
+        export_pipeline(FreezesBatch(), tmp_path / "bad.ts.pt", example_hw=(4, 4))
+    assert not (tmp_path / "bad.ts.pt").exists()
+
+
+def test_ensure_artifact_exports_when_missing_or_stale(tiny_pipeline: DehazePipeline, tmp_path: Path) -> None:
+    weights = save_checkpoint(tmp_path / "w.pt", tiny_pipeline.phi, tiny_pipeline.psi, "dcmpnet_tiny", {})
+    artifact = tmp_path / "a.ts.pt"
+    assert ensure_artifact(weights, artifact) == artifact and artifact.is_file()
+    first = artifact.stat().st_mtime_ns
+    ensure_artifact(weights, artifact)
+    assert artifact.stat().st_mtime_ns == first  # up to date: not exported again
+    later = first / 1e9 + 10
+    os.utime(weights, (later, later))
+    ensure_artifact(weights, artifact)
+    assert artifact.stat().st_mtime_ns != first
+    with pytest.raises(FileNotFoundError):
+        ensure_artifact(tmp_path / "missing.pt", artifact)
+
+
+def _cli(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_cli_exports_weights_and_checks_variant(tiny_pipeline: DehazePipeline, tmp_path: Path) -> None:
+    weights = save_checkpoint(tmp_path / "w.pt", tiny_pipeline.phi, tiny_pipeline.psi, "dcmpnet_tiny", {})
+    out = tmp_path / "cli.ts.pt"
+    assert run(_cli("--weights", str(weights), "--out", str(out), "--variant", "dcmpnet_tiny", "--check")) == 0
+    traced = load_artifact(out)
+    assert check_export(tiny_pipeline, traced, [(33, 35)], [2]) < 1e-4
+    assert run(_cli("--weights", str(weights), "--out", str(tmp_path / "x.pt"), "--variant", "dcmpnet_small")) == 1
+    assert run(_cli("--weights", str(tmp_path / "none.pt"), "--out", str(tmp_path / "y.pt"))) == 1
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()

@@ -1,0 +1,37 @@
+"""Tests for ``dehaze summary`` (model/summary.py) and the variants' cost budgets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from model.pipeline import build_pipeline
+from model.summary import add_arguments, count_params, cpu_latency_ms, format_table, pipeline_gmac, run
+
+
+@pytest.mark.slow
+def test_cost_budgets() -> None:
+    # "dcmpnet_small" aims at about a tenth of the paper's 69 GMAC; the tiny test model stays well under 0.5.
+    assert 6.0 < pipeline_gmac(build_pipeline("dcmpnet_small")) < 8.0
+    assert pipeline_gmac(build_pipeline("dcmpnet_tiny")) < 0.5
+
+
+def test_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert run(parser.parse_args(["--json", "--variants", "dcmpnet_tiny", "--repeats", "1"])) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    row = json.loads(lines[0])
+    assert len(lines) == 1 and set(row) == {"name", "phi_params", "psi_params", "gmac_256", "cpu_ms_256"}
+    pipeline = build_pipeline("dcmpnet_tiny")
+    assert row["phi_params"] == count_params(pipeline.phi) and row["psi_params"] == count_params(pipeline.psi)
+    assert row["cpu_ms_256"] > 0
+
+
+def test_table_and_latency_validation() -> None:
+    text = format_table([{"name": "x", "phi_params": 1234, "psi_params": 5, "gmac_256": 1.5, "cpu_ms_256": None}])
+    assert "1,234" in text and "1.500" in text
+    with pytest.raises(ValueError):
+        cpu_latency_ms(build_pipeline("dcmpnet_tiny"), repeats=0)
