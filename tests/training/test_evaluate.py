@@ -1,0 +1,93 @@
+"""dehaze evaluate on 2 SOTS scenes (tiny network checkpoint and DCP) and on a flat folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.training.conftest import write_rgb
+from training.config import REPO_ROOT, load_config
+from training.evaluate import evaluate, run
+from training.train import Trainer
+
+KEYS = {"psnr", "ssim", "fade_in", "fade_out", "n_images", "depth_absrel", "depth_delta1", "method", "weights"}
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory, sots_small: Path) -> Path:
+    """A checkpoint of the tiny variant after one training step."""
+    run_dir = tmp_path_factory.mktemp("run")
+    raw = yaml.safe_load((REPO_ROOT / "training" / "configs" / "tiny_smoke.yaml").read_text())
+    raw.update(run_dir=str(run_dir), max_steps=1, val_every=1)
+    raw["data"].update(root=str(sots_small), val_scenes=["1402"])
+    path = run_dir / "cfg.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    Trainer(load_config(path)).train()
+    return run_dir / "last.pt"
+
+
+def _rows(out: Path) -> list[dict]:
+    with (out / "per_image.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_network_on_two_scenes(tmp_path: Path, sots_small: Path, tiny_weights: Path) -> None:
+    out = tmp_path / "net"
+    args = Namespace(
+        data=sots_small,
+        weights=tiny_weights,
+        baseline=None,
+        out=out,
+        save_images=True,
+        limit=2,
+        max_side=None,
+        device="cpu",
+    )
+    assert run(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= KEYS and metrics["n_images"] == 2 and metrics["method"] == "dcmpnet"
+    assert "baseline_depth_absrel" in metrics
+    assert 0 < metrics["ssim"] <= 1 and np.isfinite(metrics["psnr"])
+    rows = _rows(out)
+    assert [r["name"] for r in rows] == ["1400_5", "1401_5"] and all(r["psnr"] and r["fade_out"] for r in rows)
+    assert (out / "images" / "1400_5_dehazed.png").is_file() and (out / "images" / "1400_5_depth.png").is_file()
+
+
+def test_dcp_baseline_on_two_scenes(tmp_path: Path, sots_small: Path) -> None:
+    metrics = evaluate(sots_small, tmp_path / "dcp", baseline="dcp", limit=2, device="cpu")
+    assert set(metrics) >= KEYS and metrics["method"] == "dcp" and metrics["weights"] is None
+    assert metrics["fade_out"] < metrics["fade_in"]  # DCP removes haze
+    assert len(_rows(tmp_path / "dcp")) == 2
+
+
+def test_flat_folder_skips_non_images(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    photos = tmp_path / "photos"
+    write_rgb(photos / "a.png", np.random.default_rng(0), 40, 64)
+    (photos / "readme.txt").parent.mkdir(exist_ok=True)
+    (photos / "readme.txt").write_text("x")
+    with caplog.at_level(logging.WARNING):
+        metrics = evaluate(photos, tmp_path / "out", baseline="dcp", max_side=32, device="cpu")
+    assert "readme.txt" in caplog.text
+    assert metrics["n_images"] == 1 and metrics["psnr"] is None and "depth_absrel" not in metrics
+    assert _rows(tmp_path / "out")[0]["width"] == "32"
+
+
+def test_failure_exit_code(tmp_path: Path) -> None:
+    args = Namespace(
+        data=tmp_path / "missing",
+        weights=None,
+        baseline="dcp",
+        out=tmp_path / "o",
+        save_images=False,
+        limit=None,
+        max_side=None,
+        device="cpu",
+    )
+    assert run(args) == 1

@@ -1,0 +1,204 @@
+"""The training configuration: one validated object, loaded from YAML and written into the run folder.
+
+Unknown keys are errors (a typo must not silently fall back to a default). Relative paths (``data.root``,
+``run_dir``, ``loss.vgg_weights``) are resolved against the current directory when they exist there, otherwise
+against the repository root (the folder that holds ``training/``), so ``../shared/datasets/sots-indoor-train``
+works from the repository root and from anywhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from training.data import AIRLIGHT_RANGE, BETA_RANGE, DEFAULT_DEPTH_SCALE
+
+__all__ = ["REPO_ROOT", "DataConfig", "LossConfig", "OptimConfig", "TrainConfig", "load_config", "resolve_path"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def resolve_path(path: str | Path) -> Path:
+    """Resolves a config path: absolute as is; relative against the cwd if it exists there, else the repo root."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p.resolve() if p.exists() else p
+    return (REPO_ROOT / p).resolve()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Where the data lives and how training samples are made.
+
+    Attributes:
+        root: RESIDE-layout folder with hazy/, GT/ and depth/ (depth is the target M_u and is required).
+        val_scenes: Scenes held out of training and used for validation (never the test split).
+        crop: Training crop side.
+        batch_size: Images per step.
+        num_workers: DataLoader worker processes (0: load in the training process).
+        synthetic_fraction: Probability that a training item is synthesised from GT + depth instead of a real pair.
+        depth_scale: Depth of d = 1 for synthesis (see training.data).
+        beta_range: β range for synthesis.
+        airlight_range: A range for synthesis.
+        val_crop: Centre-crop validation images to this side (``None``: full images, the evaluation protocol).
+        val_max_images: Validate on at most this many images (evenly spaced), ``None``: all.
+    """
+
+    root: str
+    val_scenes: list[str] = Field(min_length=1)
+    crop: int = Field(256, ge=32)
+    batch_size: int = Field(8, ge=1)
+    num_workers: int = Field(0, ge=0)
+    synthetic_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    depth_scale: float = Field(DEFAULT_DEPTH_SCALE, gt=0.0)
+    beta_range: tuple[float, float] = BETA_RANGE
+    airlight_range: tuple[float, float] = AIRLIGHT_RANGE
+    val_crop: int | None = Field(None, ge=32)
+    val_max_images: int | None = Field(None, ge=1)
+
+    @field_validator("val_scenes", mode="before")
+    @classmethod
+    def _scenes_as_str(cls, v: object) -> object:
+        return [str(s) for s in v] if isinstance(v, list | tuple) else v
+
+    @field_validator("beta_range", "airlight_range")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] <= v[1]:
+            raise ValueError(f"need 0 <= low <= high, got {v}")
+        return v
+
+
+class OptimConfig(_Strict):
+    """Adam for each network (+ its perceptron), cosine decay per step, clipping and mixed precision.
+
+    Attributes:
+        lr_phi: Initial learning rate of Φ and its perceptron.
+        lr_psi: Initial learning rate of Ψ and its perceptron.
+        lr_min: Final learning rate of the cosine schedule (reached at ``max_steps``).
+        betas: Adam betas.
+        weight_decay: Adam weight decay.
+        grad_clip: Max gradient norm per optimiser step; 0 disables clipping.
+        amp: Mixed precision on CUDA: ``auto`` (bf16 where supported, else fp16 + GradScaler), ``bf16``,
+            ``fp16`` or ``off``. Always off on the CPU.
+    """
+
+    lr_phi: float = Field(1e-4, gt=0)
+    lr_psi: float = Field(1e-4, gt=0)
+    lr_min: float = Field(1e-6, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, ge=0)
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: object) -> object:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
+
+
+class LossConfig(_Strict):
+    """Loss weights and the difference perceptrons.
+
+    Attributes:
+        unet_weight: Weight of Eq. 5 (Φ's own U-Net features of hazy vs clear).
+        depth_consistency_weight: Weight of ``L1(Ψ(Φ(ũ*)), M_u)`` in Φ's loss, the path by which the depth error
+            reaches Φ (Eq. 12); the released code uses 0.1.
+        perceptron_hidden: Width of both difference perceptrons.
+        reverse_scale: Scale of the reversed gradient that trains the perceptrons adversarially.
+        vgg_weights: File with ImageNet VGG19 weights for the contrastive perceptual term of Eq. 11; ``None``
+            switches the term off (the weights cannot be downloaded here).
+        perceptual_weight: Weight of that term.
+    """
+
+    unet_weight: float = Field(1.0, ge=0)
+    depth_consistency_weight: float = Field(0.1, ge=0)
+    perceptron_hidden: int = Field(16, ge=1)
+    reverse_scale: float = Field(1.0, ge=0)
+    vgg_weights: str | None = None
+    perceptual_weight: float = Field(1.0, ge=0)
+
+
+class TrainConfig(_Strict):
+    """Everything a training run needs.
+
+    Attributes:
+        variant: Model variant name (model.variants).
+        formulation: ``alternating`` (the paper, Eq. 10 then Eq. 12 each iteration) or ``joint`` (the released
+            code: one backward on L_dehaze + L_depth without detach, both optimisers step).
+        run_dir: Output folder (config.yaml, log.jsonl, last.pt, best.pt).
+        seed: Seed of data sampling, augmentation and initialisation.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``/``cuda:N``.
+        threads: torch intra-op threads (0 leaves torch's default).
+        max_steps: Training iterations (also the cosine schedule's length).
+        max_wall_seconds: Stop (validate, save) after this much wall time in this process; ``None``: no limit.
+        val_every: Validate and save every this many steps (and always at the end).
+        progress: Show the tqdm progress bar.
+    """
+
+    variant: str = "dcmpnet_small"
+    formulation: Literal["alternating", "joint"] = "alternating"
+    run_dir: str = "runs/default"
+    seed: int = 0
+    device: str = "auto"
+    threads: int = Field(0, ge=0)
+    max_steps: int = Field(1000, ge=1)
+    max_wall_seconds: float | None = Field(None, gt=0)
+    val_every: int = Field(200, ge=1)
+    progress: bool = True
+    data: DataConfig
+    optim: OptimConfig = OptimConfig()
+    loss: LossConfig = LossConfig()
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu") and not (v == "cuda" or (v.startswith("cuda:") and v[5:].isdigit())):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {v!r}")
+        return v
+
+    @field_validator("variant")
+    @classmethod
+    def _variant(cls, v: str) -> str:
+        from model.variants import VARIANTS
+
+        if v not in VARIANTS:
+            raise ValueError(f"unknown variant {v!r}; choices: {sorted(VARIANTS)}")
+        return v
+
+    def to_yaml(self) -> str:
+        """The config as YAML (what is written into the run folder)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    """Reads and validates a YAML config.
+
+    Args:
+        path: The YAML file.
+        overrides: Nested dict merged over the file's content (for tests and scripts).
+
+    Returns:
+        The validated config.
+
+    Raises:
+        FileNotFoundError: The file is missing.
+        pydantic.ValidationError: A value is invalid or a key unknown.
+    """
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: top level must be a mapping")
+    return TrainConfig.model_validate(_merge(raw, overrides or {}))
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

@@ -1,0 +1,286 @@
+"""``dehaze evaluate``: full-reference, no-reference and depth metrics of the network or of the DCP baseline.
+
+``--data`` is either a RESIDE-layout folder (hazy/, GT/, optional depth/; metrics against GT) or a flat folder
+of photos without GT (no-reference FADE only; non-image files are skipped with a warning). Every method is
+scored with the same protocol (training.metrics): the full image, float RGB in [0, 1], no crop. The network is
+``model.checkpoint.load_pipeline_from_weights`` (Ψ on the hazy input, Φ with that depth), run once per full
+image; ``--baseline dcp`` is He et al.'s dark channel prior (``model.physics.dcp_dehaze`` / ``dcp_depth``).
+
+Depth (folders with depth/): AbsRel and δ<1.25 of the returned depth after median scaling, pixels with true
+depth 0 ignored. For the network the DCP depth is scored too (``baseline_depth_*``) as the reference point.
+
+``--max-side N`` downscales every image (and its GT and depth, box filter) so its longer side is at most N before
+anything runs: FADE and the network on a 3648×2344 photo take minutes on a CPU. Scores on downscaled images are
+not comparable with full-size scores; the default (``None``) keeps full size.
+
+Writes ``metrics.json`` (means) and ``per_image.csv`` in ``--out``; ``--save-images`` also writes
+``images/<name>_dehazed.png`` and ``images/<name>_depth.png`` (16-bit). Exit code 1 on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from training.data import PairRecord, list_images, load_depth, load_rgb, resize_max_side, scan_pairs
+from training.metrics import depth_errors, fade, mean_finite_psnr, psnr, ssim
+
+__all__ = ["Sample", "add_arguments", "evaluate", "main", "run"]
+
+logger = logging.getLogger(__name__)
+
+Method = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+CSV_FIELDS = ("name", "height", "width", "psnr", "ssim", "fade_in", "fade_out", "depth_absrel", "depth_delta1")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the ``dehaze evaluate`` options."""
+    parser.add_argument("--data", required=True, type=Path, help="RESIDE-layout folder or a flat folder of photos")
+    parser.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the packaged weights)")
+    parser.add_argument("--baseline", choices=["dcp"], default=None, help="evaluate the dark channel prior instead")
+    parser.add_argument("--out", required=True, type=Path, help="output folder for metrics.json and per_image.csv")
+    parser.add_argument("--save-images", action="store_true", help="also write dehazed images and depth maps")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--max-side", type=int, default=None, help="downscale so the longer side is <= N")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the evaluation; returns 0 on success, 1 on failure (the reason is logged)."""
+    try:
+        evaluate(
+            data=args.data,
+            out=args.out,
+            weights=args.weights,
+            baseline=args.baseline,
+            save_images=args.save_images,
+            limit=args.limit,
+            max_side=args.max_side,
+            device=args.device,
+        )
+    except (ValueError, FileNotFoundError, OSError, RuntimeError) as err:
+        logger.error("evaluation failed: %s", err)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry point: ``python -m training.evaluate ...``."""
+    parser = argparse.ArgumentParser(prog="dehaze evaluate", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(args)
+
+
+class Sample:
+    """One evaluation image: hazy input and, when known, GT and true depth (H×W×C float32 arrays)."""
+
+    def __init__(self, name: str, hazy: np.ndarray, clear: np.ndarray | None, depth: np.ndarray | None) -> None:
+        self.name, self.hazy, self.clear, self.depth = name, hazy, clear, depth
+
+
+def _load_pair(rec: PairRecord, max_side: int | None) -> Sample:
+    hazy, clear = (resize_max_side(load_rgb(p), max_side) for p in (rec.hazy, rec.clear))
+    depth = None if rec.depth is None else resize_max_side(load_depth(rec.depth), max_side)
+    return Sample(rec.name, hazy, clear, depth)
+
+
+def _load_photo(path: Path, max_side: int | None) -> Sample:
+    return Sample(path.stem, resize_max_side(load_rgb(path), max_side), None, None)
+
+
+def _samples(data: Path, limit: int | None, max_side: int | None) -> tuple[list[Callable[[], Sample]], bool]:
+    """Loaders of the samples (images are read one at a time) and whether the folder is RESIDE-layout."""
+    if (data / "hazy").is_dir() and (data / "GT").is_dir():
+        return [partial(_load_pair, r, max_side) for r in scan_pairs(data)[:limit]], True
+    paths = list_images(data)[:limit]
+    if not paths:
+        raise ValueError(f"no images in {data}")
+    return [partial(_load_photo, p, max_side) for p in paths], False
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def _dcp_method(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    from model.physics import dcp_dehaze, dcp_depth
+
+    dehazed, _ = dcp_dehaze(img)
+    return dehazed.clamp(0, 1), dcp_depth(img)
+
+
+def _network_method(weights: Path | None, device: torch.device) -> tuple[Method, str]:
+    from model.checkpoint import DEFAULT_WEIGHTS, load_pipeline_from_weights
+
+    path = weights if weights is not None else DEFAULT_WEIGHTS
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    pipeline = load_pipeline_from_weights(path).to(device).eval()
+
+    def method(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return pipeline(img)
+
+    return method, str(path)
+
+
+def _to_tensor(arr: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None].float().to(device)
+
+
+def _save_images(folder: Path, name: str, dehazed: torch.Tensor, depth: torch.Tensor) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = (dehazed[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    Image.fromarray(rgb).save(folder / f"{name}_dehazed.png")
+    d16 = (depth[0, 0].clamp(0, 1).cpu().numpy() * 65535.0 + 0.5).astype(np.uint16)
+    Image.fromarray(d16).save(folder / f"{name}_depth.png")
+
+
+def _score(sample: Sample, dehazed: torch.Tensor, depth: torch.Tensor) -> dict:
+    row: dict = {"name": sample.name, "height": sample.hazy.shape[0], "width": sample.hazy.shape[1]}
+    out = dehazed[0].float().cpu()
+    row["fade_in"] = fade(sample.hazy)
+    row["fade_out"] = fade(out)
+    if sample.clear is not None:
+        row["psnr"] = psnr(out, sample.clear)
+        row["ssim"] = ssim(out, sample.clear)
+    if sample.depth is not None:
+        row["depth_absrel"], row["depth_delta1"] = _depth_or_none(sample.name, depth[0].float().cpu(), sample.depth)
+    return row
+
+
+def _depth_or_none(name: str, pred: torch.Tensor, true: np.ndarray) -> tuple[float | None, float | None]:
+    """Depth errors, or ``(None, None)`` with a warning when no scale can be fitted (e.g. an all-zero depth)."""
+    try:
+        return depth_errors(pred.clamp_min(0), true)
+    except ValueError as err:
+        logger.warning("%s: depth metrics undefined (%s); left out of the means", name, err)
+        return None, None
+
+
+def _mean(rows: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    if not vals:
+        return None
+    return mean_finite_psnr(vals) if key == "psnr" else float(np.mean(vals))
+
+
+@torch.inference_mode()
+def evaluate(
+    data: Path,
+    out: Path,
+    weights: Path | None = None,
+    baseline: str | None = None,
+    save_images: bool = False,
+    limit: int | None = None,
+    max_side: int | None = None,
+    device: str = "auto",
+) -> dict:
+    """Evaluates a method on a folder and writes ``metrics.json`` and ``per_image.csv``.
+
+    Args:
+        data: RESIDE-layout folder or flat folder of photos.
+        out: Output folder (created).
+        weights: Checkpoint for the network (default: ``model.checkpoint.DEFAULT_WEIGHTS``).
+        baseline: ``"dcp"`` for the dark channel prior; then ``weights`` must be ``None``.
+        save_images: Also write the outputs.
+        limit: Only the first N images (sorted by name).
+        max_side: Downscale so the longer side is at most this (see the module docstring).
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+
+    Returns:
+        The metrics written to ``metrics.json``.
+    """
+    if baseline is not None and weights is not None:
+        raise ValueError("give either --weights or --baseline, not both")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
+    if max_side is not None and max_side < 8:
+        raise ValueError(f"--max-side must be >= 8, got {max_side}")
+    data = Path(data)
+    if not data.is_dir():
+        raise FileNotFoundError(f"not a folder: {data}")
+    dev = _device(device)
+    if baseline == "dcp":
+        method, method_name, weights_name = _dcp_method, "dcp", None
+    else:
+        method, weights_name = _network_method(weights, dev)
+        method_name = "dcmpnet"
+    loaders, paired = _samples(data, limit, max_side)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, baseline_depth = [], []
+    t0 = time.monotonic()
+    for i, load in enumerate(loaders):
+        sample = load()
+        x = _to_tensor(sample.hazy, dev)
+        dehazed, depth = method(x)
+        row = _score(sample, dehazed, depth)
+        if sample.depth is not None and method_name != "dcp":
+            base = _depth_or_none(sample.name, _dcp_method(x.cpu())[1][0], sample.depth)
+            if base[0] is not None:
+                baseline_depth.append(base)
+        rows.append(row)
+        if save_images:
+            _save_images(out / "images", sample.name, dehazed, depth)
+        logger.info("[%d/%d] %s %s", i + 1, len(loaders), sample.name, _brief(row))
+    metrics: dict = {
+        "method": method_name,
+        "weights": weights_name,
+        "data": str(data),
+        "paired": paired,
+        "n_images": len(rows),
+        "max_side": max_side,
+        **{k: _mean(rows, k) for k in ("psnr", "ssim", "fade_in", "fade_out")},
+        "seconds": round(time.monotonic() - t0, 3),
+    }
+    if any("depth_absrel" in r for r in rows):
+        metrics["depth_absrel"] = _mean(rows, "depth_absrel")
+        metrics["depth_delta1"] = _mean(rows, "depth_delta1")
+    if baseline_depth:
+        metrics["baseline_depth_absrel"] = float(np.mean([b[0] for b in baseline_depth]))
+        metrics["baseline_depth_delta1"] = float(np.mean([b[1] for b in baseline_depth]))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    _write_csv(out / "per_image.csv", rows)
+    logger.info("wrote %s: %s", out / "metrics.json", _brief(metrics))
+    return metrics
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(row.get(k)) for k in CSV_FIELDS})
+
+
+def _cell(v: object) -> object:
+    if isinstance(v, float):
+        return "inf" if math.isinf(v) else f"{v:.6f}"
+    return "" if v is None else v
+
+
+def _brief(row: dict) -> str:
+    keys = ("psnr", "ssim", "fade_in", "fade_out", "depth_absrel", "depth_delta1")
+    return " ".join(f"{k}={row[k]:.4f}" for k in keys if isinstance(row.get(k), float))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""Image and depth metrics shared by training (validation) and evaluation.
+
+Protocol (the same for every method): full image, float RGB in [0, 1], H×W×3 numpy arrays, no border crop and no
+uint8 quantisation of the output before scoring. PSNR and SSIM come from ``skimage.metrics`` with
+``data_range=1`` and ``channel_axis=-1`` (SSIM: skimage's default 7×7 uniform window, shrunk to the largest odd
+size that fits images smaller than 7 px). This differs from the released DCMPNet SSIM (Gaussian window on a 2×
+average-pooled image, DCMPNET.md §4), so its Table 1 numbers are not directly comparable.
+
+Depth metrics follow the monocular-depth convention: the prediction is scaled by the ratio of medians against
+the true depth (relative depth has no absolute scale), pixels whose true depth is 0 are ignored, then
+``AbsRel = mean(|p − g| / g)`` and ``δ1 = fraction with max(p/g, g/p) < 1.25``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+__all__ = ["PSNR_CAP_DB", "depth_errors", "fade", "mean_finite_psnr", "psnr", "ssim", "to_hwc"]
+
+PSNR_CAP_DB = 100.0  # identical images have infinite PSNR; averages cap each value here (JSON has no inf)
+_DELTA = 1.25
+_FADE_MIN_SIDE = 16
+
+
+def to_hwc(x: object) -> np.ndarray:
+    """Converts a 3×H×W / 1×3×H×W torch tensor or an H×W×C array to a float64 H×W×C numpy array."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()  # type: ignore[union-attr]
+        if x.ndim == 4:
+            if x.shape[0] != 1:
+                raise ValueError(f"expected one image, got batch of {x.shape[0]}")
+            x = x[0]
+        x = x.transpose(1, 2, 0)
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3:
+        raise ValueError(f"expected an image, got shape {arr.shape}")
+    return arr
+
+
+def _check_pair(pred: np.ndarray, gt: np.ndarray) -> None:
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction {pred.shape} and reference {gt.shape} differ in shape")
+
+
+def psnr(pred: object, gt: object) -> float:
+    """PSNR in dB of two [0, 1] images (``data_range=1``); ``math.inf`` for identical images.
+
+    Args:
+        pred: Output image (H×W×C array or C×H×W tensor).
+        gt: Reference image, same shape.
+
+    Returns:
+        PSNR in dB.
+    """
+    p, g = to_hwc(pred), to_hwc(gt)
+    _check_pair(p, g)
+    if np.array_equal(p, g):
+        return math.inf
+    return float(peak_signal_noise_ratio(g, p, data_range=1.0))
+
+
+def mean_finite_psnr(values: Iterable[float]) -> float:
+    """Mean PSNR with each value capped at ``PSNR_CAP_DB`` (so one identical pair cannot make the mean inf)."""
+    vals = [min(float(v), PSNR_CAP_DB) for v in values]
+    if not vals:
+        raise ValueError("no PSNR values")
+    return float(np.mean(vals))
+
+
+def ssim(pred: object, gt: object) -> float:
+    """SSIM of two [0, 1] RGB images (skimage, ``data_range=1``, ``channel_axis=-1``).
+
+    Args:
+        pred: Output image.
+        gt: Reference image, same shape.
+
+    Returns:
+        Mean SSIM.
+    """
+    p, g = to_hwc(pred), to_hwc(gt)
+    _check_pair(p, g)
+    side = min(p.shape[:2])
+    win = min(7, side if side % 2 == 1 else side - 1)
+    if win < 3:
+        raise ValueError(f"SSIM needs images of at least 3×3 pixels, got {p.shape[:2]}")
+    return float(structural_similarity(g, p, data_range=1.0, channel_axis=-1, win_size=win))
+
+
+def fade(image: object) -> float:
+    """FADE fog density (Choi et al., TIP 2015) via ``pyfade``; lower is less haze.
+
+    The [0, 1] float image is rounded to uint8 first, as FADE is defined on 8-bit images; sides under 16 px are
+    edge-padded (FADE works on 8×8 patches and needs two per side).
+
+    Args:
+        image: RGB image in [0, 1].
+
+    Returns:
+        The FADE score.
+    """
+    import pyfade  # imported lazily: FADE loads its model files on first use
+
+    arr = to_hwc(image)
+    if arr.shape[2] != 3:
+        raise ValueError(f"FADE needs an RGB image, got {arr.shape[2]} channels")
+    u8 = np.clip(np.floor(arr * 255.0 + 0.5), 0, 255).astype(np.uint8)
+    short = [max(0, _FADE_MIN_SIDE - n) for n in u8.shape[:2]]
+    if any(short):  # FADE needs at least two 8-px patches per side: edge-pad tiny images
+        u8 = np.pad(u8, ((0, short[0]), (0, short[1]), (0, 0)), mode="edge")
+    return float(pyfade.fade_array(u8))
+
+
+def depth_errors(pred: object, gt: object) -> tuple[float, float]:
+    """AbsRel and δ<1.25 after median scaling, ignoring pixels whose true depth is 0.
+
+    Args:
+        pred: Predicted depth (any positive scale), H×W(×1) array or 1×H×W tensor.
+        gt: True depth, same shape; 0 marks invalid pixels.
+
+    Returns:
+        ``(absrel, delta1)``.
+
+    Raises:
+        ValueError: Shapes differ, no valid pixel, or the prediction's median over the valid pixels is not
+            positive (no scale can be fitted).
+    """
+    p, g = to_hwc(pred), to_hwc(gt)
+    _check_pair(p, g)
+    valid = g > 0
+    if not valid.any():
+        raise ValueError("no pixel with positive true depth")
+    pv, gv = p[valid], g[valid]
+    med = float(np.median(pv))
+    if not med > 0:
+        raise ValueError(f"predicted depth has non-positive median {med} over valid pixels")
+    pv = np.clip(pv * (float(np.median(gv)) / med), 1e-6, None)
+    absrel = float(np.mean(np.abs(pv - gv) / gv))
+    delta1 = float(np.mean(np.maximum(pv / gv, gv / pv) < _DELTA))
+    return absrel, delta1

@@ -1,0 +1,512 @@
+"""``dehaze train --config FILE [--resume]``: DCMPNet's dual-task training (Zhang et al., CVPR 2024, Eq. 3-12).
+
+Per iteration, ``formulation: alternating`` (the paper):
+
+1. **Ψ step (Eq. 9/10).** Φ's output u* = Φ(ũ*) is detached. Ψ is trained on
+   ``depth_loss(Ψ(u*), M_u, A_dr) + depth_loss(Ψ(ũ*), M_u, A_dr)`` where ``A_dr`` is Ψ's difference perceptron
+   applied to R = u* − u (Eq. 8). Optimiser: Adam over Ψ + its perceptron.
+2. **Φ step (Eq. 11/12)** with Ψ frozen (no parameter gradients, but gradients flow *through* Ψ into Φ):
+   ``dehaze_loss(u*, u, ũ*, A_er[, VGG]) + w_dc·L1(Ψ(u*), M_u) + w_unet·l_UNET`` where ``A_er`` is Φ's own
+   perceptron applied to M_{u*} − M_u with M_{u*} = Ψ(u*), and l_UNET (Eq. 5) compares Φ's *own* U-Net features
+   of ũ* and u. Φ's depth input is Ψ(ũ*) (no gradient); the ``dcmpnet`` variant (internal_depth) ignores it.
+   Optimiser: Adam over Φ + its perceptron.
+
+``formulation: joint`` reproduces the released code's optimisation with the same loss terms: one forward without
+any detach (Φ takes Ψ(ũ*) with gradient), one backward on L_dehaze + L_depth, both optimisers step.
+
+Difference perceptrons are trained adversarially: their coefficient map passes through ``reverse_gradient``, so
+the same optimiser step that makes the network *minimise* ``mean(A ⊙ error)`` makes the perceptron *maximise* it,
+i.e. move its weight (mean 1, non-negative) onto the pixels with the largest error — "focus on the regions where
+dehazing/depth is not ideal". The perceptron's input difference is detached: otherwise the reversed gradient
+would also flow back into the network and train it to *increase* its error. The depth error reaches Φ instead
+through the explicit consistency term ``L1(Ψ(u*), M_u)`` (the released code's 0.1·L1(Ψ(J), D)).
+
+Departures from the released code (DCMPNET.md §3, §7): alternating optimisation by default; M_u is the dataset's
+true relative depth, not RA-Depth disparity; Eq. 5 uses Φ's own U-Net (theirs had zero gradient); the perceptron's
+map has mean 1 (theirs 1/(H·W)); the cosine schedule is per step, not per epoch; validation uses held-out training
+scenes, never the test split; the perceptual VGG term is on only when a weights file is configured.
+
+Outputs in ``run_dir``: ``config.yaml``, ``log.jsonl`` (one line per validation: step, psnr, ssim, depth metrics,
+mean training losses since the previous validation, lr, elapsed seconds), ``last.pt`` and ``best.pt`` (by val
+PSNR) written atomically by ``model.checkpoint.save_checkpoint`` with optimiser, scheduler, scaler and perceptron
+states, step and config in ``extra``. ``--resume`` continues from ``last.pt`` (the data order restarts at the
+beginning of the current epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from tqdm import tqdm
+
+from model.losses import ContrastivePerceptualLoss, dehaze_loss, depth_loss, unet_feature_loss
+from model.perceptron import DifferencePerceptron, reverse_gradient
+from training.config import TrainConfig, load_config, resolve_path
+from training.data import HazeMix, PairedFolder, SyntheticHaze
+from training.metrics import depth_errors, mean_finite_psnr, psnr, ssim
+
+__all__ = ["Trainer", "add_arguments", "main", "run"]
+
+logger = logging.getLogger(__name__)
+
+LOSS_KEYS = ("depth", "dehaze", "unet", "depth_consistency")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--config`` and ``--resume`` to the ``dehaze train`` parser."""
+    parser.add_argument("--config", required=True, type=Path, help="training YAML (see training/configs/)")
+    parser.add_argument("--resume", action="store_true", help="continue from run_dir/last.pt")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs training from parsed arguments; returns the exit code."""
+    cfg = load_config(args.config)
+    Trainer(cfg, resume=args.resume).train()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry point: ``python -m training.train --config FILE [--resume]``."""
+    parser = argparse.ArgumentParser(prog="dehaze train", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(args)
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; an explicit CUDA request without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a config ``amp`` mode (``None``: full precision). Mixed precision is CUDA-only."""
+    if device.type != "cuda" or mode == "off":
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+def cosine_factor(step: int, total: int, lr0: float, lr_min: float) -> float:
+    """Multiplier of ``lr0`` giving a cosine decay from ``lr0`` to ``lr_min`` over ``total`` steps."""
+    progress = min(step, total) / max(total, 1)
+    return (lr_min + (lr0 - lr_min) * 0.5 * (1.0 + math.cos(math.pi * progress))) / lr0
+
+
+@dataclass
+class _Running:
+    """Running sums of the training losses between validations."""
+
+    sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LOSS_KEYS, 0.0))
+    count: int = 0
+
+    def add(self, losses: dict[str, float]) -> None:
+        for k, v in losses.items():
+            self.sums[k] += v
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
+
+class Trainer:
+    """Builds the networks, data and optimisers from a config and runs the training loop.
+
+    Args:
+        cfg: The validated config.
+        resume: Continue from ``run_dir/last.pt``.
+    """
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
+        from model.dcmpnet import DCMPNet
+        from model.depthnet import DepthNet
+        from model.variants import get_variant
+
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.device = pick_device(cfg.device)
+        self.amp = amp_dtype(cfg.optim.amp, self.device)
+        self.run_dir = resolve_path(cfg.run_dir)
+        self.variant = get_variant(cfg.variant)
+        self.internal_depth = bool(getattr(self.variant.phi, "internal_depth", False))
+        self.phi = DCMPNet(self.variant.phi).to(self.device)
+        self.psi = DepthNet(self.variant.psi).to(self.device)
+        hidden = cfg.loss.perceptron_hidden
+        self.perc_d = DifferencePerceptron(3, hidden).to(self.device)  # Ψ's: on R = u* − u (Eq. 8)
+        self.perc_e = DifferencePerceptron(1, hidden).to(self.device)  # Φ's: on M_{u*} − M_u
+        o = cfg.optim
+        self.opt_psi = torch.optim.Adam(
+            [*self.psi.parameters(), *self.perc_d.parameters()], o.lr_psi, betas=o.betas, weight_decay=o.weight_decay
+        )
+        self.opt_phi = torch.optim.Adam(
+            [*self.phi.parameters(), *self.perc_e.parameters()], o.lr_phi, betas=o.betas, weight_decay=o.weight_decay
+        )
+        self.sched_psi = self._scheduler(self.opt_psi, o.lr_psi)
+        self.sched_phi = self._scheduler(self.opt_phi, o.lr_phi)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        self.perceptual = self._perceptual()
+        self.train_set, self.val_set = self._datasets()
+        self.step = 0
+        self.best_psnr = -math.inf
+        self.elapsed_before = 0.0
+        self._prepare_run_dir(resume)
+
+    # ----- construction helpers -----
+
+    def _scheduler(self, opt: torch.optim.Optimizer, lr0: float) -> torch.optim.lr_scheduler.LambdaLR:
+        total, lr_min = self.cfg.max_steps, self.cfg.optim.lr_min
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_factor(s, total, lr0, lr_min))
+
+    def _perceptual(self) -> ContrastivePerceptualLoss | None:
+        path = self.cfg.loss.vgg_weights
+        if path is None or self.cfg.loss.perceptual_weight == 0:
+            logger.info("perceptual (VGG19 contrastive) term OFF: no loss.vgg_weights file configured")
+            return None
+        from model.vgg import VGG19Features
+
+        extractor = VGG19Features.from_file(resolve_path(path)).to(self.device).eval()
+        logger.info("perceptual (VGG19 contrastive) term ON, weights from %s", path)
+        return ContrastivePerceptualLoss(extractor)
+
+    def _datasets(self) -> tuple[Dataset, Dataset]:
+        d, seed = self.cfg.data, self.cfg.seed
+        root = resolve_path(d.root)
+        real = PairedFolder(root, crop=d.crop, seed=seed, exclude=d.val_scenes)
+        if not real.has_depth:
+            raise ValueError(f"training needs depth maps (the target M_u): {root / 'depth'} is missing")
+        train: Dataset = real
+        if d.synthetic_fraction > 0:
+            synth = SyntheticHaze(
+                root,
+                crop=d.crop,
+                seed=seed + 1,
+                length=len(real),
+                exclude=d.val_scenes,
+                beta_range=d.beta_range,
+                airlight_range=d.airlight_range,
+                depth_scale=d.depth_scale,
+            )
+            train = HazeMix(real, synth, d.synthetic_fraction, seed=seed + 2)
+        val: Dataset = PairedFolder(root, crop=d.val_crop, scenes=d.val_scenes, augment=False)
+        if d.val_max_images is not None and d.val_max_images < len(val):
+            idx = np.linspace(0, len(val) - 1, d.val_max_images).round().astype(int)
+            val = Subset(val, sorted(set(idx.tolist())))
+        if len(train) < d.batch_size:
+            raise ValueError(f"{len(train)} training items is fewer than batch_size={d.batch_size}")
+        logger.info("data: %d training items (%s), %d validation images", len(train), root, len(val))
+        return train, val
+
+    def _prepare_run_dir(self, resume: bool) -> None:
+        last = self.run_dir / "last.pt"
+        if resume:
+            if not last.is_file():
+                raise FileNotFoundError(f"--resume given but {last} does not exist")
+            self._load(last)
+        elif last.exists():
+            raise FileExistsError(f"{last} exists: pass --resume to continue, or choose another run_dir")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(self.cfg.to_yaml())
+
+    # ----- checkpoints -----
+
+    def _extra(self) -> dict:
+        return {
+            "step": self.step,
+            "best_psnr": self.best_psnr,
+            "elapsed": self.elapsed_before + (time.monotonic() - self._t0),
+            "config": self.cfg.model_dump(mode="json"),
+            "opt_phi": self.opt_phi.state_dict(),
+            "opt_psi": self.opt_psi.state_dict(),
+            "sched_phi": self.sched_phi.state_dict(),
+            "sched_psi": self.sched_psi.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "perc_d": self.perc_d.state_dict(),
+            "perc_e": self.perc_e.state_dict(),
+        }
+
+    def _save(self, name: str, metrics: dict) -> None:
+        from model.checkpoint import save_checkpoint
+
+        metadata = {
+            "step": self.step,
+            "formulation": self.cfg.formulation,
+            "data": str(self.cfg.data.root),
+            "val_scenes": list(self.cfg.data.val_scenes),
+            **{k: v for k, v in metrics.items() if isinstance(v, int | float | str)},
+        }
+        # Ψ is trained on true depth (0 = near), whatever the variant's default convention for foreign weights.
+        save_checkpoint(
+            self.run_dir / name,
+            self.phi,
+            self.psi,
+            self.variant,
+            metadata,
+            extra=self._extra(),
+            depth_convention="depth",
+        )
+
+    def _load(self, path: Path) -> None:
+        from model.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path, map_location=self.device)
+        extra = _extra_of(ckpt)
+        if ckpt.variant.name != self.variant.name:
+            raise ValueError(f"{path} holds variant {ckpt.variant.name!r}, config asks for {self.variant.name!r}")
+        self.phi.load_state_dict(ckpt.phi.state_dict())
+        self.psi.load_state_dict(ckpt.psi.state_dict())
+        self.perc_d.load_state_dict(extra["perc_d"])
+        self.perc_e.load_state_dict(extra["perc_e"])
+        self.opt_phi.load_state_dict(extra["opt_phi"])
+        self.opt_psi.load_state_dict(extra["opt_psi"])
+        self.sched_phi.load_state_dict(extra["sched_phi"])
+        self.sched_psi.load_state_dict(extra["sched_psi"])
+        self.scaler.load_state_dict(extra["scaler"])
+        self.step = int(extra["step"])
+        self.best_psnr = float(extra["best_psnr"])
+        self.elapsed_before = float(extra["elapsed"])
+        torch.manual_seed(self.cfg.seed + self.step)
+        logger.info("resumed from %s at step %d (best val PSNR %.3f)", path, self.step, self.best_psnr)
+
+    # ----- the loop -----
+
+    def _batches(self) -> Iterator[dict]:
+        d = self.cfg.data
+        pin = self.device.type == "cuda"
+        steps_per_epoch = len(self.train_set) // d.batch_size
+        epoch = self.step // steps_per_epoch
+        while True:
+            if hasattr(self.train_set, "set_epoch"):
+                self.train_set.set_epoch(epoch)
+            gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+            sampler = RandomSampler(self.train_set, generator=gen)
+            loader = DataLoader(
+                self.train_set,
+                batch_size=d.batch_size,
+                sampler=sampler,
+                drop_last=True,
+                num_workers=d.num_workers,
+                pin_memory=pin,
+            )
+            yield from loader
+            epoch += 1
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp)
+
+    def _optimise(
+        self, loss: torch.Tensor, opts: Sequence[torch.optim.Optimizer], modules: Sequence[nn.Module]
+    ) -> None:
+        """Backward on ``loss``, then (unscale, clip, step) for each optimiser. Gradients must be zeroed before."""
+        self.scaler.scale(loss).backward()
+        for opt in opts:
+            self.scaler.unscale_(opt)
+        if self.cfg.optim.grad_clip > 0:
+            params = [p for m in modules for p in m.parameters() if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
+        for opt in opts:
+            self.scaler.step(opt)
+
+    def _phi_forward(self, hazy: torch.Tensor, depth_in: torch.Tensor | None) -> tuple[torch.Tensor, list]:
+        out, feats = self.phi.forward_with_features(hazy, None if self.internal_depth else depth_in)
+        return out, list(feats)
+
+    def _phi_extras(
+        self, out: torch.Tensor, feats: list, clear: torch.Tensor, m_out: torch.Tensor, depth: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 5 on Φ's own U-Net and the depth-consistency term, both weighted."""
+        lw = self.cfg.loss
+        l_unet = out.new_zeros(())
+        if lw.unet_weight > 0:
+            l_unet = lw.unet_weight * unet_feature_loss(feats, list(self.phi.unet_features(clear)))
+        l_dc = lw.depth_consistency_weight * (m_out - depth).abs().mean()
+        return l_unet, l_dc
+
+    def _dehaze_term(
+        self, out: torch.Tensor, clear: torch.Tensor, hazy: torch.Tensor, a_er: torch.Tensor
+    ) -> torch.Tensor:
+        loss = dehaze_loss(out, clear, hazy, a_er, None)
+        if self.perceptual is not None:
+            loss = loss + self.cfg.loss.perceptual_weight * self.perceptual(out, clear, hazy)
+        return loss
+
+    def _coeff(self, perceptron: DifferencePerceptron, diff: torch.Tensor) -> torch.Tensor:
+        return reverse_gradient(perceptron(diff.detach().float()), self.cfg.loss.reverse_scale)
+
+    def _step_alternating(self, hazy: torch.Tensor, clear: torch.Tensor, depth: torch.Tensor) -> dict[str, float]:
+        # Ψ step (Eq. 9/10): Φ's output detached.
+        with self._autocast():
+            m_hazy = self.psi(hazy)
+            out, feats = self._phi_forward(hazy, m_hazy.detach())
+            m_out_d = self.psi(out.detach())
+            a_dr = self._coeff(self.perc_d, out - clear)
+            l_depth = depth_loss(m_out_d.float(), depth, a_dr) + depth_loss(m_hazy.float(), depth, a_dr)
+        self.opt_psi.zero_grad(set_to_none=True)
+        self._optimise(l_depth, [self.opt_psi], [self.psi, self.perc_d])
+        # Φ step (Eq. 11/12): Ψ frozen, gradients flow through it into Φ.
+        self.psi.requires_grad_(False)
+        try:
+            with self._autocast():
+                m_out = self.psi(out).float()
+                a_er = self._coeff(self.perc_e, m_out - depth)
+                l_dehaze = self._dehaze_term(out.float(), clear, hazy, a_er)
+                l_unet, l_dc = self._phi_extras(out, feats, clear, m_out, depth)
+                loss_phi = l_dehaze + l_unet + l_dc
+            self.opt_phi.zero_grad(set_to_none=True)
+            self._optimise(loss_phi, [self.opt_phi], [self.phi, self.perc_e])
+        finally:
+            self.psi.requires_grad_(True)
+        self.scaler.update()
+        return _floats(depth=l_depth, dehaze=l_dehaze, unet=l_unet, depth_consistency=l_dc)
+
+    def _step_joint(self, hazy: torch.Tensor, clear: torch.Tensor, depth: torch.Tensor) -> dict[str, float]:
+        with self._autocast():
+            m_hazy = self.psi(hazy)
+            out, feats = self._phi_forward(hazy, m_hazy)
+            m_out = self.psi(out).float()
+            a_dr = self._coeff(self.perc_d, out - clear)
+            a_er = self._coeff(self.perc_e, m_out - depth)
+            l_depth = depth_loss(m_out, depth, a_dr) + depth_loss(m_hazy.float(), depth, a_dr)
+            l_dehaze = self._dehaze_term(out.float(), clear, hazy, a_er)
+            l_unet, l_dc = self._phi_extras(out, feats, clear, m_out, depth)
+        self.opt_phi.zero_grad(set_to_none=True)
+        self.opt_psi.zero_grad(set_to_none=True)
+        self._optimise(l_depth + l_dehaze + l_unet + l_dc, [self.opt_phi, self.opt_psi], self._all_modules())
+        self.scaler.update()
+        return _floats(depth=l_depth, dehaze=l_dehaze, unet=l_unet, depth_consistency=l_dc)
+
+    def _all_modules(self) -> list[nn.Module]:
+        return [self.phi, self.psi, self.perc_d, self.perc_e]
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        """One iteration of the configured formulation on a batch; returns the loss values."""
+        for m in self._all_modules():
+            m.train()
+        hazy, clear, depth = (batch[k].to(self.device, non_blocking=True) for k in ("hazy", "clear", "depth"))
+        if self.cfg.formulation == "alternating":
+            losses = self._step_alternating(hazy, clear, depth)
+        else:
+            losses = self._step_joint(hazy, clear, depth)
+        self.sched_phi.step()
+        self.sched_psi.step()
+        self.step += 1
+        bad = [k for k, v in losses.items() if not math.isfinite(v)]
+        if bad:
+            raise FloatingPointError(f"non-finite loss at step {self.step}: {losses}")
+        return losses
+
+    @torch.inference_mode()
+    def validate(self) -> dict[str, float]:
+        """PSNR/SSIM of the clamped dehazed output and depth AbsRel/δ1 on the validation scenes (batch 1)."""
+        from model.pipeline import DehazePipeline
+
+        pipeline = DehazePipeline(self.phi, self.psi).to(self.device).eval()
+        ps, ss, rel, d1 = [], [], [], []
+        for i in range(len(self.val_set)):
+            item = self.val_set[i]
+            with self._autocast():
+                out, dep = pipeline(item["hazy"][None].to(self.device))
+            ps.append(psnr(out.float().clamp(0, 1), item["clear"]))
+            ss.append(ssim(out.float().clamp(0, 1), item["clear"]))
+            with contextlib.suppress(ValueError):  # a constant predicted depth cannot be median-scaled
+                r, d = depth_errors(dep.float().clamp_min(0), item["depth"])
+                rel.append(r)
+                d1.append(d)
+        result = {"psnr": mean_finite_psnr(ps), "ssim": float(np.mean(ss))}
+        if rel:
+            result.update(depth_absrel=float(np.mean(rel)), depth_delta1=float(np.mean(d1)))
+        return result
+
+    def _validate_and_save(self, running: _Running) -> None:
+        metrics = self.validate()
+        elapsed = self.elapsed_before + (time.monotonic() - self._t0)
+        record = {
+            "step": self.step,
+            **metrics,
+            "losses": running.means(),
+            "lr_phi": self.sched_phi.get_last_lr()[0],
+            "lr_psi": self.sched_psi.get_last_lr()[0],
+            "elapsed": round(elapsed, 3),
+        }
+        with (self.run_dir / "log.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        logger.info("step %d: val PSNR %.3f SSIM %.4f", self.step, metrics["psnr"], metrics["ssim"])
+        if metrics["psnr"] > self.best_psnr:
+            self.best_psnr = metrics["psnr"]
+            self._save("best.pt", metrics)
+        self._save("last.pt", metrics)
+
+    def train(self) -> dict[str, float]:
+        """Runs until ``max_steps`` or ``max_wall_seconds``; validates/saves every ``val_every`` and at the end.
+
+        Returns:
+            The last step's losses (empty when there was nothing left to do).
+        """
+        self._t0 = time.monotonic()
+        cfg = self.cfg
+        running, losses = _Running(), {}
+        if self.step >= cfg.max_steps:
+            logger.info("already at step %d >= max_steps %d: nothing to do", self.step, cfg.max_steps)
+            return losses
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, unit="step", dynamic_ncols=True)
+        batches = self._batches()
+        rate = 0.0
+        try:
+            while self.step < cfg.max_steps:
+                t = time.monotonic()
+                losses = self.train_step(next(batches))
+                running.add(losses)
+                ips = cfg.data.batch_size / max(time.monotonic() - t, 1e-9)
+                rate = ips if rate == 0 else 0.9 * rate + 0.1 * ips
+                bar.update(1)
+                bar.set_postfix({**{k: f"{v:.4f}" for k, v in losses.items()}, "img/s": f"{rate:.2f}"})
+                out_of_time = cfg.max_wall_seconds is not None and time.monotonic() - self._t0 >= cfg.max_wall_seconds
+                if self.step % cfg.val_every == 0 or self.step >= cfg.max_steps or out_of_time:
+                    self._validate_and_save(running)
+                    running = _Running()
+                if out_of_time:
+                    logger.info("max_wall_seconds reached at step %d", self.step)
+                    break
+        finally:
+            bar.close()
+        return losses
+
+
+def _floats(**tensors: torch.Tensor) -> dict[str, float]:
+    return {k: float(v.detach()) for k, v in tensors.items()}
+
+
+def _extra_of(ckpt: object) -> dict:
+    """The ``extra`` dict saved with a checkpoint (``LoadedCheckpoint.raw["extra"]`` or an ``extra`` attribute)."""
+    extra = getattr(ckpt, "extra", None)
+    if extra is None:
+        raw = getattr(ckpt, "raw", {}) or {}
+        extra = raw.get("extra")
+    if not isinstance(extra, dict) or "step" not in extra:
+        raise ValueError("checkpoint has no training state in 'extra'; it cannot be resumed")
+    return extra
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
