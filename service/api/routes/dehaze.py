@@ -1,0 +1,86 @@
+"""POST /dehaze: the dehazed image (PNG, JPEG or WebP), or all three outputs as JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+
+from service.api.deps import DensityDep, QueueDep, SettingsDep, UploadDep, require_api_key
+from service.api.jobs import check_image, run_job
+from service.api.negotiation import MEDIA_TYPES, choose_format, wants_json
+from service.api.openapi import IMAGE_RESPONSES, UPLOAD_BODY
+from service.api.schemas import DehazeResponse, ModelInfo
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["dehaze"], dependencies=[Depends(require_api_key)])
+
+
+@router.post(
+    "/dehaze",
+    response_model=DehazeResponse,
+    responses=IMAGE_RESPONSES,
+    openapi_extra=UPLOAD_BODY,
+    summary="Dehaze an image",
+)
+async def dehaze(
+    request: Request,
+    queue: QueueDep,
+    settings: SettingsDep,
+    density: DensityDep,
+    payload: UploadDep,
+    format: Annotated[str | None, Query(description="png (default), jpeg/jpg or webp")] = None,
+    quality: Annotated[int | None, Query(ge=1, le=100, description="JPEG/WebP quality")] = None,
+    response: Annotated[str | None, Query(description="json: all three outputs as JSON")] = None,
+    accept: Annotated[str, Header()] = "",
+) -> Response | DehazeResponse:
+    """Upload a hazy image in the multipart field ``image``; get the dehazed image back.
+
+    The format comes from ``format``, else the Accept header (image/png, image/jpeg, image/webp), else PNG.
+    With ``Accept: application/json`` or ``?response=json`` the body is JSON with the dehazed image, the depth
+    map (16-bit PNG) and the FADE haze density before and after, each image base64-encoded.
+    """
+    started = time.perf_counter()
+    image_format = choose_format(format, accept)
+    as_json = wants_json(response, accept)
+    check_image(payload, settings)
+    options = {
+        "format": image_format,
+        "quality": quality or settings.default_quality,
+        "want_image": True,
+        "want_depth": as_json,
+        "depth_colormap": False,
+    }
+    fade_in = asyncio.create_task(density.score_bytes(payload)) if as_json else None
+    try:
+        result = await run_job(request, queue, settings, payload, options)
+    except BaseException:
+        if fade_in is not None:
+            fade_in.cancel()
+        raise
+    if result.image is None:
+        raise RuntimeError(f"job {result.job_id} returned no image")
+    if fade_in is None:
+        return Response(result.image, media_type=result.image_media_type or MEDIA_TYPES[image_format])
+    density_started = time.perf_counter()
+    fade_out = await density.score_bytes(result.image)
+    timings = {
+        **result.timings_ms,
+        "density": (time.perf_counter() - density_started) * 1000,
+        "total": (time.perf_counter() - started) * 1000,
+    }
+    return DehazeResponse(
+        image=base64.b64encode(result.image).decode("ascii"),
+        image_media_type=result.image_media_type or MEDIA_TYPES[image_format],
+        depth=base64.b64encode(result.depth or b"").decode("ascii"),
+        fade_in=await fade_in,
+        fade_out=fade_out,
+        width=result.width,
+        height=result.height,
+        model=ModelInfo(name=result.model.get("variant", ""), version=result.model.get("version", "")),
+        timings=timings,
+    )

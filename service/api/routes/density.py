@@ -1,0 +1,36 @@
+"""POST /density: the FADE haze density of an upload (no model work)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends
+
+from service.api.deps import DensityDep, SettingsDep, UploadDep, require_api_key
+from service.api.errors import ApiError
+from service.api.jobs import check_image
+from service.api.openapi import ERROR_RESPONSES, UPLOAD_BODY
+from service.api.schemas import DensityResponse
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["density"], dependencies=[Depends(require_api_key)])
+
+
+@router.post(
+    "/density",
+    response_model=DensityResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra=UPLOAD_BODY,
+    summary="Haze density (FADE) of an image",
+)
+async def density(settings: SettingsDep, scorer: DensityDep, payload: UploadDep) -> DensityResponse:
+    """Upload an image in the multipart field ``image``; get its FADE score (lower = less haze)."""
+    started = time.perf_counter()
+    width, height = check_image(payload, settings)
+    try:
+        fade = await scorer.score_bytes(payload)
+    except ValueError as error:  # the header was fine but the pixel data is broken
+        raise ApiError(422, str(error)) from error
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    return DensityResponse(fade=fade, width=width, height=height, timings={"density": elapsed_ms, "total": elapsed_ms})

@@ -1,0 +1,38 @@
+"""POST /depth: the depth map alone (16-bit greyscale PNG, or a colour-mapped PNG)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from service.api.deps import QueueDep, SettingsDep, UploadDep, require_api_key
+from service.api.jobs import check_image, run_job
+from service.api.openapi import ERROR_RESPONSES, UPLOAD_BODY
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["dehaze"], dependencies=[Depends(require_api_key)])
+
+
+@router.post(
+    "/depth",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "the depth map"}, **ERROR_RESPONSES},
+    openapi_extra=UPLOAD_BODY,
+    summary="Estimate the depth map of a hazy image",
+)
+async def depth(
+    request: Request,
+    queue: QueueDep,
+    settings: SettingsDep,
+    payload: UploadDep,
+    colormap: Annotated[bool, Query(description="a colour-mapped 8-bit RGB PNG instead of 16-bit grey")] = False,
+) -> Response:
+    """Upload an image in the multipart field ``image``; get its depth map (0 = near, white/65535 = far)."""
+    check_image(payload, settings)
+    options = {"format": "png", "want_image": False, "want_depth": True, "depth_colormap": colormap}
+    result = await run_job(request, queue, settings, payload, options)
+    if result.depth is None:
+        raise RuntimeError(f"job {result.job_id} returned no depth map")
+    return Response(result.depth, media_type="image/png")

@@ -1,0 +1,38 @@
+"""What the lifespan opens and the routes use, kept on ``app.state.services`` (nothing is created at import)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from service.config import Settings
+from service.density import DensityScorer
+from service.queue.base import JobQueue
+
+__all__ = ["Services"]
+
+
+@dataclass
+class Services:
+    """The app's long-lived objects.
+
+    Attributes:
+        settings: the validated settings.
+        queue: the job queue (in-process or Redis).
+        density: the FADE process pool.
+        worker_ready: set once the in-process worker has loaded and warmed the model (embedded mode only).
+        worker_task: the in-process worker (embedded mode only).
+        worker_error: why the in-process worker stopped, if it did.
+    """
+
+    settings: Settings
+    queue: JobQueue
+    density: DensityScorer
+    worker_ready: asyncio.Event | None = None
+    worker_task: asyncio.Task[None] | None = None
+    worker_error: str | None = field(default=None)
+
+    @property
+    def embedded(self) -> bool:
+        """True when the worker runs inside this process."""
+        return self.worker_task is not None

@@ -1,0 +1,61 @@
+"""The `dehaze` command line: one entry point, one subcommand per task.
+
+Each subcommand lives in the module that owns the work and exposes two functions,
+``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their
+subcommand runs, so ``dehaze --help`` stays fast and a broken optional import cannot take
+down unrelated commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]
+
+# name -> (module path, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "summary": ("model.summary", "parameters, MACs and CPU latency of every model variant"),
+    "export": ("model.export", "trace the inference pipeline to a TorchScript artifact"),
+    "serve": ("service.commands.serve", "API and worker in one process (embedded default, no Redis needed)"),
+    "api": ("service.commands.api", "the HTTP API alone, on a Redis queue"),
+    "worker": ("service.commands.worker", "a batching inference worker on a Redis queue"),
+    "run": ("service.commands.run", "dehaze files and folders offline"),
+    "train": ("training.train", "train DCMPNet with the alternating dual-task optimisation"),
+    "evaluate": ("training.evaluate", "PSNR/SSIM/FADE/depth metrics of a model or of the DCP baseline"),
+}
+
+
+def _load(name: str):  # noqa: ANN202 - returns a module
+    return importlib.import_module(SUBCOMMANDS[name][0])
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """Build the parser; only the chosen subcommand's module is imported."""
+    parser = argparse.ArgumentParser(prog="dehaze", description="DCMPNet single-image dehazing.")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = next((a for a in (argv or []) if a in SUBCOMMANDS), None)
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            _load(name).add_arguments(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``), configure logging and run the subcommand."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(_load(args.command).run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The service's subcommands of ``dehaze`` (serve, api, worker, run); each exposes add_arguments and run."""

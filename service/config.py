@@ -1,0 +1,102 @@
+"""Settings of the service, read once from ``DEHAZE_*`` environment variables and validated at start."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Every setting of the API and the worker. Each field is the env var ``DEHAZE_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="DEHAZE_", extra="ignore", validate_default=True)
+
+    # network
+    host: str = Field(default="127.0.0.1", description="address the API binds to")
+    port: int = Field(default=8000, ge=1, le=65535, description="port the API listens on")
+    # model
+    weights: Path | None = Field(default=None, description="checkpoint to serve; default: the shipped weights")
+    artifact: Path | None = Field(
+        default=None,
+        description="TorchScript artifact; default: next to the weights, exported on first start if missing",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto = CUDA when available, else CPU")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(default="float32", description="compute precision on CUDA")
+    torch_threads: int = Field(default=0, ge=0, description="CPU threads for torch (0 = torch's default)")
+    # queue
+    redis_url: str | None = Field(default=None, description="Redis URL; unset = in-process queue (embedded mode)")
+    queue_name: str = Field(default="dehaze", description="prefix of every Redis key and stream")
+    max_queue_length: int = Field(default=64, ge=1, description="jobs waiting or running before the API answers 503")
+    request_timeout_s: float = Field(
+        default=120.0, gt=0, description="how long a request waits for its result (504 after)"
+    )
+    result_ttl_s: int = Field(default=300, ge=1, description="lifetime of job payload and result keys in Redis")
+    delivery_limit: int = Field(default=3, ge=1, description="deliveries after which a job is failed as poisoned")
+    claim_idle_ms: int = Field(default=30000, ge=100, description="idle time after which another worker reclaims a job")
+    heartbeat_s: float = Field(default=2.0, gt=0, description="worker heartbeat interval")
+    # batching and tiling
+    max_batch_size: int = Field(default=8, ge=1, description="a batch closes when it holds this many tiles")
+    max_batch_wait_ms: float = Field(default=10.0, ge=0, description="... or when its oldest job has waited this long")
+    tile_size: int = Field(default=512, ge=64, description="images larger than this on a side are cut into tiles")
+    tile_overlap: int = Field(default=64, ge=0, description="overlap between neighbouring tiles (blended)")
+    bucket_multiple: int = Field(
+        default=32, ge=4, description="images are padded up to a multiple of this to share a batch"
+    )
+    # limits
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1, description="largest accepted upload (413 above)")
+    max_pixels: int = Field(default=16_777_216, ge=1, description="largest accepted width*height (413 above)")
+    # haze density
+    density_workers: int = Field(default=1, ge=1, description="processes computing FADE off the inference path")
+    density_max_pixels: int = Field(
+        default=1 << 20,
+        ge=64,
+        description="images with more pixels are shrunk (area filter) before FADE, bounding its cost",
+    )
+    # outputs
+    default_quality: int = Field(default=90, ge=1, le=100, description="JPEG/WebP quality when the request names none")
+    # security and ops
+    api_keys: str = Field(default="", description="comma-separated bearer tokens; empty = no authentication")
+    worker_metrics_port: int = Field(
+        default=9100, ge=0, le=65535, description="a Redis worker's /metrics port (0 = off)"
+    )
+    log_level: str = Field(default="INFO", description="logging level")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.tile_overlap * 2 >= self.tile_size:
+            raise ValueError("tile_overlap must be less than half of tile_size")
+        if self.tile_size % self.bucket_multiple:
+            raise ValueError("tile_size must be a multiple of bucket_multiple")
+        return self
+
+    def weights_path(self) -> Path:
+        """The checkpoint to serve: ``weights``, or the shipped weights when unset."""
+        if self.weights is not None:
+            return self.weights
+        from model.checkpoint import DEFAULT_WEIGHTS  # imported on use: reading settings must not load torch
+
+        return Path(DEFAULT_WEIGHTS)
+
+    def artifact_path(self) -> Path:
+        """The TorchScript artifact: ``artifact``, or ``<weights stem>.ts.pt`` next to the weights when unset."""
+        if self.artifact is not None:
+            return self.artifact
+        weights = self.weights_path()
+        return weights.with_name(f"{weights.stem}.ts.pt")
+
+    @property
+    def api_key_set(self) -> frozenset[str]:
+        """The accepted bearer tokens (empty: authentication off)."""
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings (read once; tests build their own ``Settings``)."""
+    return Settings()

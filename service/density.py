@@ -1,0 +1,124 @@
+"""The haze-density score (FADE, Choi et al. 2015) computed off the inference path.
+
+FADE is pure NumPy/SciPy work that holds the GIL for a long time, so it runs in a small process pool
+(``settings.density_workers`` processes) and the event loop awaits it with ``run_in_executor``; the model
+worker never waits for it.
+
+Size bound: FADE is a statistic over non-overlapping 8×8 patches (their contrast, entropy, saturation, dark channel,
+...) compared with fog-free and foggy reference models, and its cost grows linearly with the number of patches
+(measured at about 0.5 s per megapixel on one CPU core of the dev machine; ``tests/service/test_density.py`` prints
+it). Images above ``MAX_FADE_PIXELS`` (1 MP) are therefore shrunk, keeping the aspect ratio, with an area (box)
+filter before scoring. That bounds the cost of one score to about a second for any accepted upload. The price: on a
+shrunk image each 8×8 patch covers more of the scene, so the score of a 12 MP photo is the score of its 1 MP
+version, not of the full-resolution pixels; scores of images of very different sizes compare loosely, scores before
+and after dehazing of one image (same size) compare exactly as FADE intends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import math
+import multiprocessing
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from service.metrics import observe_density
+
+__all__ = ["MAX_FADE_PIXELS", "DensityScorer", "fade_of_array", "fade_of_bytes", "shrink_for_fade"]
+
+logger = logging.getLogger(__name__)
+
+MAX_FADE_PIXELS = 1 << 20
+"""Images with more pixels than this are shrunk (area filter, aspect kept) before FADE."""
+
+_MIN_SIDE = 16  # pyfade fails below two 8×8 patches per side (a border filter needs them)
+
+
+def shrink_for_fade(image: Image.Image, max_pixels: int = MAX_FADE_PIXELS) -> Image.Image:
+    """The image itself when it has at most ``max_pixels`` pixels, else a box-filtered copy that fits."""
+    width, height = image.size
+    if width * height <= max_pixels:
+        return image
+    scale = math.sqrt(max_pixels / (width * height))
+    size = (max(_MIN_SIDE, int(width * scale)), max(_MIN_SIDE, int(height * scale)))
+    return image.resize(size, Image.Resampling.BOX)
+
+
+def fade_of_array(rgb: np.ndarray) -> float:
+    """FADE of an H×W×3 uint8 RGB array (lower = less haze); sides under 16 pixels are padded by edge copy."""
+    import pyfade  # imported in the pool's processes only; loads its reference models on first use
+
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an H×W×3 RGB array, got shape {rgb.shape}")
+    pad_h, pad_w = max(0, _MIN_SIDE - rgb.shape[0]), max(0, _MIN_SIDE - rgb.shape[1])
+    if pad_h or pad_w:
+        rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    return float(pyfade.fade_array(rgb))
+
+
+def fade_of_bytes(data: bytes, max_pixels: int = MAX_FADE_PIXELS) -> float:
+    """FADE of an encoded image (EXIF orientation applied, shrunk to ``max_pixels``).
+
+    The caller has already checked the header and the pixel limit; this runs in a pool process.
+
+    Raises:
+        ValueError: when the bytes do not decode as an image.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.draft("RGB", (int(math.sqrt(max_pixels)) * 2,) * 2)  # JPEG only: decode at a reduced scale
+            image = ImageOps.exif_transpose(opened).convert("RGB")
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ValueError(f"cannot decode the image: {error}") from error
+    return fade_of_array(np.asarray(shrink_for_fade(image, max_pixels)))
+
+
+def _ignore_interrupts() -> None:
+    """Pool processes leave Ctrl-C to the parent, which shuts the pool down in order."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class DensityScorer:
+    """A process pool computing FADE scores for the event loop; one per app, opened and closed by the lifespan."""
+
+    def __init__(self, workers: int, max_pixels: int = MAX_FADE_PIXELS) -> None:
+        """Start ``workers`` processes (spawned: forking a process that runs torch threads is unsafe)."""
+        if workers < 1:
+            raise ValueError("density workers must be at least 1")
+        self._max_pixels = max_pixels
+        self._pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_interrupts
+        )
+
+    async def warm_up(self) -> None:
+        """Start the pool's processes and load FADE's reference models, so the first request is not slow."""
+        started = time.perf_counter()
+        await self.score_array(np.full((16, 16, 3), 128, dtype=np.uint8))
+        logger.info("density pool ready in %.2f s", time.perf_counter() - started)
+
+    async def score_bytes(self, data: bytes) -> float:
+        """FADE of an encoded image, computed in the pool."""
+        return await self._run(fade_of_bytes, data, self._max_pixels)
+
+    async def score_array(self, rgb: np.ndarray) -> float:
+        """FADE of an H×W×3 uint8 array, computed in the pool (shrunk first when it is too large)."""
+        if rgb.shape[0] * rgb.shape[1] > self._max_pixels:
+            rgb = np.asarray(shrink_for_fade(Image.fromarray(rgb), self._max_pixels))
+        return await self._run(fade_of_array, rgb)
+
+    async def _run(self, function: Callable[..., float], *args: object) -> float:
+        started = time.perf_counter()
+        score = await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+        observe_density(time.perf_counter() - started)
+        return float(score)
+
+    def close(self) -> None:
+        """Stop the pool's processes (pending scores are cancelled)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,148 @@
+"""The FastAPI application: ``create_app(settings)`` and the lifespan that opens and closes what it needs.
+
+Nothing is created at import. The lifespan opens the job queue (in-process when ``redis_url`` is unset,
+Redis otherwise) and the FADE process pool; in embedded mode (no Redis) it also runs the batching worker as
+an asyncio task in this process, which loads and warms the model before ``/readyz`` turns green.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.errors import install_error_handlers
+from service.api.limits import BodyLimitMiddleware
+from service.api.routes import ROUTERS
+from service.api.state import Services
+from service.config import Settings
+from service.density import DensityScorer
+from service.metrics import observe_request
+
+__all__ = ["MULTIPART_ALLOWANCE", "RequestMetricsMiddleware", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+MULTIPART_ALLOWANCE = 64 * 1024
+"""Bytes of multipart framing (boundaries, part headers, other small fields) allowed above ``max_upload_bytes``."""
+
+_WORKER_STOP_TIMEOUT_S = 30.0
+
+
+class RequestMetricsMiddleware:
+    """Record each HTTP request's latency and count by route template (e.g. ``/dehaze``), method and status.
+
+    The route template comes from the matched route after the app ran, so label values stay bounded: an
+    unknown path is recorded as ``unmatched``. A request whose client disconnected is recorded with status 499
+    (``service.api.errors.CLIENT_CLOSED_REQUEST``).
+    """
+
+    def __init__(self, app: ASGIApp, known_paths: frozenset[str]) -> None:
+        """Wrap ``app``; ``known_paths`` (paths without parameters) name requests answered before routing."""
+        self.app = app
+        self.known_paths = known_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Time the request and observe it once the app is done."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            observe_request(self._template(scope), scope["method"], status, time.perf_counter() - started)
+
+    def _template(self, scope: Scope) -> str:
+        route = getattr(scope.get("route"), "path", None)
+        if route is None and scope["path"] in self.known_paths:  # answered before routing, e.g. a 413
+            route = scope["path"]
+        return route or "unmatched"
+
+
+async def _run_embedded_worker(services: Services, stop: asyncio.Event) -> None:
+    """The in-process worker; a crash is recorded for /readyz instead of vanishing silently."""
+    from service.worker.loop import run_worker  # imported on use: API-only processes never load torch
+
+    try:
+        await run_worker(services.queue, services.settings, ready=services.worker_ready, stop=stop)
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        services.worker_error = f"{type(error).__name__}: {error}"
+        logger.exception("the in-process worker stopped")
+        raise
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    from service.queue.factory import make_queue
+
+    settings: Settings = app.state.settings
+    queue = make_queue(settings)
+    density = DensityScorer(settings.density_workers, settings.density_max_pixels)
+    services = Services(settings=settings, queue=queue, density=density)
+    stop = asyncio.Event()
+    if settings.redis_url is None:
+        services.worker_ready = asyncio.Event()
+        services.worker_task = asyncio.create_task(_run_embedded_worker(services, stop), name="embedded-worker")
+    app.state.services = services
+    warm = asyncio.create_task(density.warm_up(), name="density-warm-up")
+    logger.info("API started (%s queue)", "in-process" if settings.redis_url is None else "Redis")
+    try:
+        yield
+    finally:
+        warm.cancel()
+        await _stop_worker(services, stop)
+        await queue.close()
+        density.close()
+        logger.info("API stopped")
+
+
+async def _stop_worker(services: Services, stop: asyncio.Event) -> None:
+    """Ask the in-process worker to drain and stop; cancel it if it takes too long."""
+    task = services.worker_task
+    if task is None:
+        return
+    stop.set()
+    try:
+        await asyncio.wait_for(asyncio.shield(task), _WORKER_STOP_TIMEOUT_S)
+    except TimeoutError:
+        logger.warning("the in-process worker did not stop in %.0f s; cancelling it", _WORKER_STOP_TIMEOUT_S)
+        task.cancel()
+    except Exception:  # already logged by _run_embedded_worker
+        pass
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The application for ``settings``; queue, FADE pool and (embedded) worker start with its lifespan."""
+    app = FastAPI(
+        title="dehaze",
+        summary="Single-image dehazing with DCMPNet: dehazed image, depth map and FADE haze density.",
+        version="0.1.0",
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + MULTIPART_ALLOWANCE)
+    # added last = outermost: it also records the body limit's 413s
+    known_paths = frozenset(getattr(route, "path", "") for router in ROUTERS for route in router.routes)
+    app.add_middleware(RequestMetricsMiddleware, known_paths=known_paths)
+    return app

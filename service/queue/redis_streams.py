@@ -1,0 +1,374 @@
+"""The Redis Streams job queue: many API replicas and many workers on one Redis.
+
+Keys (``p`` = ``settings.queue_name``):
+    ``p:jobs``                 stream of small entries (``id``, ``enqueued_at``, ``deadline``, ``options`` JSON),
+                               consumer group ``workers`` (created with MKSTREAM, re-created after a NOGROUP error)
+    ``p:payload:<job id>``     the uploaded bytes (SET ... EX ``result_ttl_s``)
+    ``p:result:<job id>``      a list holding the encoded result; the request BLPOPs it (EXPIRE ``result_ttl_s``)
+    ``p:cancelled:<job id>``   cancellation marker (EX ``result_ttl_s``)
+    ``p:worker:<worker id>``   heartbeat (EX three heartbeat intervals)
+
+Submission is one Lua script: it checks ``XLEN < max_queue_length`` and only then stores the payload and adds the
+entry, so the bound holds under any number of API replicas and nothing is stored when the queue is full. Entries
+leave the stream only by ``XACK`` + ``XDEL`` after their result is stored, so ``XLEN`` is exactly "waiting plus in
+progress" and no trimming can drop a pending job. Workers take new entries with ``XREADGROUP``; a job whose worker
+died stays pending and is taken over with ``XAUTOCLAIM`` once idle for ``claim_idle_ms`` (a live worker refreshes
+the idle time of the jobs it holds with every heartbeat, so slow batches are not stolen). A job delivered more than
+``delivery_limit`` times is answered with a 500 error ("job failed N times; giving up") and removed.
+
+Connection errors and timeouts become ``QueueUnavailableError``; the client retries with backoff and reconnects
+by itself after a Redis restart (scripts are reloaded and the consumer group re-created on demand).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import socket
+import struct
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from service.config import Settings
+from service.queue.base import Job, JobResult, QueueFullError, QueueUnavailableError, ResultTimeoutError
+
+__all__ = ["RedisStreamsQueue", "decode_result", "encode_result"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_GROUP = "workers"
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+_SUBMIT_SCRIPT = """
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[2])
+redis.call('XADD', KEYS[1], '*', 'id', ARGV[4], 'enqueued_at', ARGV[5], 'deadline', ARGV[6], 'options', ARGV[7])
+return 1
+"""
+_HEADER = struct.Struct(">I")
+_COMMAND_TIMEOUT_S = 5.0
+_BLOCK_MARGIN_S = 10.0
+
+
+def encode_result(result: JobResult) -> bytes:
+    """One blob: 4-byte header length, JSON header, image bytes, depth bytes."""
+    fields = asdict(result)
+    image, depth = fields.pop("image") or b"", fields.pop("depth") or b""
+    fields["image_len"] = len(image) if result.image is not None else -1
+    fields["depth_len"] = len(depth) if result.depth is not None else -1
+    header = json.dumps(fields).encode()
+    return _HEADER.pack(len(header)) + header + image + depth
+
+
+def decode_result(blob: bytes) -> JobResult:
+    """The inverse of ``encode_result``."""
+    (size,) = _HEADER.unpack_from(blob)
+    fields: dict[str, Any] = json.loads(blob[_HEADER.size : _HEADER.size + size])
+    offset = _HEADER.size + size
+    image_len, depth_len = fields.pop("image_len"), fields.pop("depth_len")
+    image = blob[offset : offset + image_len] if image_len >= 0 else None
+    offset += max(0, image_len)
+    depth = blob[offset : offset + depth_len] if depth_len >= 0 else None
+    return JobResult(**fields, image=image, depth=depth)
+
+
+class RedisStreamsQueue:
+    """``JobQueue`` on Redis Streams (see the module docstring for the keys and guarantees).
+
+    Args:
+        url: Redis URL.
+        prefix: prefix of every key.
+        max_length: stream length at which ``submit`` raises ``QueueFullError``.
+        result_ttl_s: lifetime of payload, result and cancellation keys.
+        delivery_limit: deliveries after which a job is failed as poisoned.
+        claim_idle_ms: idle time after which a pending job of another consumer is taken over.
+        heartbeat_s: heartbeat interval of the workers (keys live three intervals).
+        consumer: this process's consumer name in the group (default host-pid-random).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "dehaze",
+        max_length: int = 64,
+        result_ttl_s: int = 300,
+        delivery_limit: int = 3,
+        claim_idle_ms: int = 30000,
+        heartbeat_s: float = 2.0,
+        consumer: str | None = None,
+    ) -> None:
+        self._redis = self._client(url, socket_timeout=_COMMAND_TIMEOUT_S)
+        # Blocking reads (BLPOP, XREADGROUP BLOCK) wait longer than any fixed socket timeout; asyncio.wait_for
+        # bounds them instead, with _BLOCK_MARGIN_S to spare.
+        self._blocking = self._client(url, socket_timeout=None)
+        self._stream = f"{prefix}:jobs"
+        self._prefix = prefix
+        self._max_length = max_length
+        self._ttl_s = result_ttl_s
+        self._delivery_limit = delivery_limit
+        self._claim_idle_ms = claim_idle_ms
+        self._claim_every_s = max(0.05, claim_idle_ms / 2000.0)
+        self._heartbeat_ttl_s = max(1, math.ceil(3 * heartbeat_s))
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._submit = self._redis.register_script(_SUBMIT_SCRIPT)
+        self._group_ready = False
+        self._last_claim = -math.inf
+        self._in_hand: dict[str, bytes] = {}  # job id -> stream entry id, for XACK/XDEL and idle refresh
+        self.on_poisoned: Callable[[Job], None] | None = None
+
+    @staticmethod
+    def _client(url: str, socket_timeout: float | None) -> aioredis.Redis:
+        """A client that retries with backoff and reconnects by itself (e.g. after a Redis restart)."""
+        return aioredis.Redis.from_url(
+            url,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            health_check_interval=10,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=2.0,
+            socket_keepalive=True,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisStreamsQueue:
+        """A queue configured from ``DEHAZE_*`` settings (``redis_url`` must be set)."""
+        if not settings.redis_url:
+            raise ValueError("redis_url is not set")
+        return cls(
+            settings.redis_url,
+            prefix=settings.queue_name,
+            max_length=settings.max_queue_length,
+            result_ttl_s=settings.result_ttl_s,
+            delivery_limit=settings.delivery_limit,
+            claim_idle_ms=settings.claim_idle_ms,
+            heartbeat_s=settings.heartbeat_s,
+        )
+
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self._prefix}:{kind}:{name}"
+
+    async def _call(self, action: Callable[[], Awaitable[T]]) -> T:
+        """Run one Redis interaction, turning connection failures into QueueUnavailableError.
+
+        A connection error is tried once more: after a Redis restart the pool still holds connections to the old
+        server, and the first command on each fails (and drops it) even though Redis is back. A retried submit
+        whose first attempt did reach Redis may add the job twice; the worker then computes it twice, harmlessly.
+        """
+        try:
+            try:
+                return await action()
+            except RedisConnectionError:
+                logger.info("Redis connection lost; reconnecting")
+                return await action()
+        except _UNAVAILABLE as error:
+            raise QueueUnavailableError(f"Redis is unavailable: {error}") from error
+
+    # -- API side -------------------------------------------------------------------------------
+    async def submit(self, job: Job) -> None:
+        """Store the payload and add the entry atomically, unless the stream already holds ``max_length`` jobs."""
+        args: list[bytes | str | int | float] = [
+            self._max_length,
+            self._ttl_s,
+            job.payload,
+            job.id,
+            repr(job.enqueued_at),
+            repr(job.deadline),
+            json.dumps(job.options),
+        ]
+        keys = [self._stream, self._key("payload", job.id)]
+        added = await self._call(lambda: self._submit(keys=keys, args=args))
+        if not added:
+            raise QueueFullError(retry_after_s=1.0)
+
+    async def wait_result(self, job_id: str, timeout_s: float) -> JobResult:
+        """BLPOP the job's result key; ResultTimeoutError after ``timeout_s``."""
+        key = self._key("result", job_id)
+        # wait_for guards against a connection that hangs without failing (-> QueueUnavailableError via _call)
+        popped = await self._call(
+            lambda: asyncio.wait_for(self._blocking.blpop([key], timeout=timeout_s), timeout_s + _BLOCK_MARGIN_S)
+        )
+        if popped is None:
+            raise ResultTimeoutError(f"no result for job {job_id} within {timeout_s:g} s")
+        return decode_result(bytes(popped[1]))  # type: ignore[arg-type]
+
+    async def cancel(self, job_id: str) -> None:
+        """Mark the job cancelled and drop its payload and any result; a worker skips or discards it."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(self._key("cancelled", job_id), b"1", ex=self._ttl_s)
+        pipe.delete(self._key("payload", job_id), self._key("result", job_id))
+        await self._call(pipe.execute)
+
+    async def depth(self) -> int:
+        """Stream length: jobs waiting plus in progress (entries are deleted only when finished)."""
+        return int(await self._call(lambda: self._redis.xlen(self._stream)))
+
+    async def workers_alive(self) -> int:
+        """Heartbeat keys that have not expired."""
+
+        async def count() -> int:
+            return len([key async for key in self._redis.scan_iter(match=self._key("worker", "*"), count=500)])
+
+        return await self._call(count)
+
+    async def ping(self) -> bool:
+        """True when Redis answers PING."""
+        try:
+            return bool(await self._redis.ping())
+        except (*_UNAVAILABLE, ResponseError):
+            return False
+
+    # -- worker side ----------------------------------------------------------------------------
+    async def take(self, max_jobs: int, block_ms: int) -> list[Job]:
+        """Reclaim idle jobs of dead workers (periodically), then read new entries; skip cancelled/expired jobs."""
+        if max_jobs < 1:
+            return []
+        entries: list[tuple[bytes, dict[bytes, bytes], int]] = []
+        if time.monotonic() - self._last_claim >= self._claim_every_s:
+            self._last_claim = time.monotonic()
+            entries = await self._with_group(lambda: self._autoclaim(max_jobs))
+        if len(entries) < max_jobs:
+            block = None if entries or block_ms <= 0 else block_ms
+            fresh = await self._with_group(lambda: self._read_new(max_jobs - len(entries), block))
+            entries.extend(fresh)
+        return await self._to_jobs(entries)
+
+    async def _read_new(self, count: int, block_ms: int | None) -> list[tuple[bytes, dict[bytes, bytes], int]]:
+        read = self._blocking.xreadgroup(_GROUP, self.consumer, {self._stream: ">"}, count=count, block=block_ms)
+        reply: Any = await asyncio.wait_for(read, (block_ms or 0) / 1000.0 + _BLOCK_MARGIN_S)
+        entries: list[tuple[bytes, dict[bytes, bytes], int]] = []
+        for _stream, messages in reply or []:
+            entries.extend((entry_id, fields, 1) for entry_id, fields in messages if fields)
+        return entries
+
+    async def _autoclaim(self, count: int) -> list[tuple[bytes, dict[bytes, bytes], int]]:
+        """XAUTOCLAIM jobs idle longer than ``claim_idle_ms``, with their delivery counts from XPENDING."""
+        reply = await self._redis.xautoclaim(
+            self._stream, _GROUP, self.consumer, min_idle_time=self._claim_idle_ms, start_id="0-0", count=count
+        )
+        messages = [(entry_id, fields) for entry_id, fields in reply[1] if fields]
+        if not messages:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for entry_id, _ in messages:
+            pipe.xpending_range(self._stream, _GROUP, min=entry_id, max=entry_id, count=1)
+        pending = await pipe.execute()
+        out = []
+        for (entry_id, fields), info in zip(messages, pending, strict=True):
+            deliveries = int(info[0]["times_delivered"]) if info else self._delivery_limit + 1
+            logger.warning("reclaimed job entry %s (delivery %d) from a silent worker", entry_id.decode(), deliveries)
+            out.append((entry_id, fields, deliveries))
+        return out
+
+    async def _to_jobs(self, entries: list[tuple[bytes, dict[bytes, bytes], int]]) -> list[Job]:
+        """Fetch payloads; fail poisoned jobs, drop cancelled or expired ones, hand the rest out."""
+        if not entries:
+            return []
+        ids = [fields[b"id"].decode() for _, fields, _ in entries]
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.get(self._key("payload", job_id))
+            pipe.exists(self._key("cancelled", job_id))
+        replies = await self._call(pipe.execute)
+        jobs: list[Job] = []
+        for index, ((entry_id, fields, deliveries), job_id) in enumerate(zip(entries, ids, strict=True)):
+            payload, cancelled = replies[2 * index], replies[2 * index + 1]
+            job = Job(
+                payload=payload or b"",
+                options=json.loads(fields.get(b"options", b"{}")),
+                id=job_id,
+                enqueued_at=float(fields.get(b"enqueued_at", b"0")),
+                deadline=float(fields.get(b"deadline", b"inf")),
+                deliveries=deliveries,
+            )
+            self._in_hand[job_id] = entry_id
+            if deliveries > self._delivery_limit:
+                await self._give_up(job)
+            elif cancelled or payload is None:
+                logger.info("skipping job %s (%s)", job_id, "cancelled" if cancelled else "payload expired")
+                await self._settle(job_id, None)
+            else:
+                jobs.append(job)
+        return jobs
+
+    async def _give_up(self, job: Job) -> None:
+        failed = job.deliveries - 1
+        logger.error("job %s failed %d times; giving up", job.id, failed)
+        await self._settle(job.id, JobResult.failure(job.id, 500, f"job failed {failed} times; giving up"))
+        if self.on_poisoned is not None:
+            self.on_poisoned(job)
+
+    async def finish(self, result: JobResult) -> None:
+        """Store the result (unless the job was cancelled), then XACK + XDEL its entry."""
+        await self._settle(result.job_id, result)
+
+    async def _settle(self, job_id: str, result: JobResult | None) -> None:
+        entry_id = self._in_hand.pop(job_id, None)
+        cancelled = await self._call(lambda: self._redis.exists(self._key("cancelled", job_id)))
+        pipe = self._redis.pipeline(transaction=True)
+        if result is not None and not cancelled:
+            key = self._key("result", job_id)
+            pipe.rpush(key, encode_result(result))
+            pipe.expire(key, self._ttl_s)
+        pipe.delete(self._key("payload", job_id))
+        if entry_id is not None:
+            pipe.xack(self._stream, _GROUP, entry_id)
+            pipe.xdel(self._stream, entry_id)
+        try:
+            await self._call(pipe.execute)
+        except ResponseError as error:  # NOGROUP after a Redis restart: the entry is gone with the group anyway
+            logger.warning("job %s: acknowledging failed: %s", job_id, error)
+
+    async def heartbeat(self, worker_id: str) -> None:
+        """Refresh this worker's key and the idle time of the jobs it holds (so they are not reclaimed)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(self._key("worker", worker_id), repr(time.time()), ex=self._heartbeat_ttl_s)
+        if self._in_hand:
+            pipe.xclaim(self._stream, _GROUP, self.consumer, 0, list(self._in_hand.values()), justid=True)
+        try:
+            await self._call(pipe.execute)
+        except ResponseError as error:
+            logger.warning("heartbeat: %s", error)
+
+    async def close(self) -> None:
+        """Close both connection pools."""
+        await self._redis.aclose()
+        await self._blocking.aclose()
+
+    # -- consumer group -------------------------------------------------------------------------
+    async def _with_group(self, action: Callable[[], Awaitable[T]]) -> T:
+        """Run a group command, creating the group first if needed or if Redis lost it (NOGROUP)."""
+        if not self._group_ready:
+            await self._create_group()
+        try:
+            return await self._call(action)
+        except ResponseError as error:
+            if "NOGROUP" not in str(error):
+                raise
+            logger.warning("consumer group missing (Redis restarted?); re-creating it")
+            self._in_hand.clear()
+            await self._create_group()
+            return await self._call(action)
+
+    async def _create_group(self) -> None:
+        try:
+            await self._call(lambda: self._redis.xgroup_create(self._stream, _GROUP, id="0", mkstream=True))
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+        self._group_ready = True

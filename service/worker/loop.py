@@ -1,0 +1,380 @@
+"""The worker: take batches of jobs from the queue, decode, compute, stitch, encode, hand back the results.
+
+One iteration: ``collect_batch`` closes a batch (full by tiles, or the oldest job waited ``max_batch_wait_ms``);
+jobs past their deadline are answered as expired; the rest are decoded in a thread (a job that cannot be
+decoded fails alone); their pieces are grouped by shape into forwards of at most ``max_batch_size`` items, run
+in a thread so the event loop (and, in embedded mode, the API) stays responsive; a job is encoded and finished
+as soon as its last piece is done. Cancelled jobs never reach the worker (the queue skips them in ``take``).
+When ``stop`` is set the worker finishes the jobs it holds and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from service import imaging
+from service.config import Settings
+from service.queue.base import Job, JobQueue, JobResult
+from service.worker.batching import collect_batch, group_by_shape
+from service.worker.plan import ImagePlan, Piece
+from service.worker.runner import ItemOutput, Runner
+
+__all__ = ["MetricsObserver", "NullObserver", "Worker", "WorkerObserver", "install_stop_signals", "run_worker"]
+
+logger = logging.getLogger(__name__)
+
+_TAKE_BLOCK_MS = 250  # how long one take waits for a first job; bounds how late a stop request is noticed
+_ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (imaging.TooLargeError, 413),
+    (imaging.UnsupportedImageError, 415),
+    (imaging.MalformedImageError, 422),
+)
+
+
+class WorkerObserver(Protocol):
+    """Hooks the worker calls for metrics (``MetricsObserver`` forwards them to ``service.metrics``)."""
+
+    def batch(self, size: int, waits_s: Sequence[float], compute_s: float) -> None:
+        """One forward of ``size`` items; ``waits_s`` are the queue waits of jobs starting with it."""
+
+    def job(self, outcome: str, duration_s: float | None) -> None:
+        """One finished job (ok, failed, poisoned, expired) and its submit-to-result time."""
+
+    def gpu_memory(self, stats: dict[str, int]) -> None:
+        """CUDA memory figures after a batch."""
+
+    def model_info(self, variant: str, version: str, device: str, dtype: str) -> None:
+        """The served model, once it is loaded."""
+
+
+class NullObserver:
+    """Records nothing."""
+
+    def batch(self, size: int, waits_s: Sequence[float], compute_s: float) -> None:
+        """Ignore."""
+
+    def job(self, outcome: str, duration_s: float | None) -> None:
+        """Ignore."""
+
+    def gpu_memory(self, stats: dict[str, int]) -> None:
+        """Ignore."""
+
+    def model_info(self, variant: str, version: str, device: str, dtype: str) -> None:
+        """Ignore."""
+
+
+class MetricsObserver:
+    """Forwards the hooks to the helpers of ``service.metrics`` (the Prometheus metrics of the contract)."""
+
+    def __init__(self) -> None:
+        from service import metrics
+
+        self._metrics = metrics
+
+    def batch(self, size: int, waits_s: Sequence[float], compute_s: float) -> None:
+        """dehaze_batch_size, dehaze_queue_wait_seconds (per job), dehaze_compute_seconds (per forward)."""
+        self._metrics.observe_batch(size, waits_s, compute_s)
+
+    def job(self, outcome: str, duration_s: float | None) -> None:
+        """dehaze_jobs_total{outcome} and dehaze_job_duration_seconds."""
+        self._metrics.record_job(outcome, duration_s)
+
+    def gpu_memory(self, stats: dict[str, int]) -> None:
+        """dehaze_gpu_memory_bytes{kind}."""
+        self._metrics.set_gpu_memory(stats["allocated"], stats["reserved"], stats["max_allocated"])
+
+    def model_info(self, variant: str, version: str, device: str, dtype: str) -> None:
+        """dehaze_model_info."""
+        self._metrics.set_model_info(variant, version, device, dtype)
+
+
+@dataclass
+class _Work:
+    """A decoded job in progress."""
+
+    job: Job
+    plan: ImagePlan
+    decode_ms: float
+    started: float
+    compute_ms: float = 0.0
+    error: str | None = None
+    pending: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pending = len(self.plan.pieces)
+
+
+class Worker:
+    """One worker process's loop over the queue (no per-request state survives a batch).
+
+    Args:
+        queue: the job queue.
+        settings: batching, tiling and limit settings.
+        runner: the loaded model.
+        observer: metric hooks.
+        worker_id: the name in heartbeats and logs.
+        clock: wall clock (``time.time``), comparable with ``Job.enqueued_at`` and ``Job.deadline``.
+    """
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        settings: Settings,
+        runner: Runner,
+        observer: WorkerObserver | None = None,
+        worker_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.queue = queue
+        self.settings = settings
+        self.runner = runner
+        self.observer: WorkerObserver = observer or NullObserver()
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.clock = clock
+        if hasattr(queue, "on_poisoned"):
+            queue.on_poisoned = self._poisoned
+
+    def _poisoned(self, job: Job) -> None:
+        self.observer.job("poisoned", max(0.0, self.clock() - job.enqueued_at))
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Heartbeat and process batches until ``stop`` is set; jobs in hand are finished first."""
+        beats = asyncio.create_task(self._heartbeats(stop), name=f"heartbeat-{self.worker_id}")
+        try:
+            await self.queue.heartbeat(self.worker_id)
+            if ready is not None:
+                ready.set()
+            logger.info("worker %s ready", self.worker_id)
+            while not stop.is_set():
+                jobs = await self.collect()
+                if jobs:
+                    await self.process(jobs)
+        finally:
+            beats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beats
+            logger.info("worker %s stopped", self.worker_id)
+
+    async def _heartbeats(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.queue.heartbeat(self.worker_id)
+            except Exception as error:  # the queue may be briefly down; the next beat retries
+                logger.warning("heartbeat failed: %s", error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.heartbeat_s)
+
+    async def collect(self) -> list[Job]:
+        """One batch of jobs (possibly empty after ``_TAKE_BLOCK_MS``)."""
+        return await collect_batch(
+            self.queue.take,
+            cost=self._cost,
+            submitted_at=lambda job: job.enqueued_at,
+            clock=self.clock,
+            max_batch_size=self.settings.max_batch_size,
+            max_batch_wait_s=self.settings.max_batch_wait_ms / 1000.0,
+            block_ms=_TAKE_BLOCK_MS,
+        )
+
+    def _cost(self, job: Job) -> int:
+        """Tiles a job will bring, from its header alone (1 when the header is broken: it fails at decode)."""
+        try:
+            width, height = imaging.probe_image(job.payload, self.settings.max_pixels)
+        except imaging.ImageError:
+            return 1
+        return len(imaging.plan_tiles(height, width, self.settings.tile_size, self.settings.tile_overlap))
+
+    # -- one batch ------------------------------------------------------------------------------
+    async def process(self, jobs: list[Job]) -> None:
+        """Compute and finish every job of a batch; a failing job fails alone."""
+        started = self.clock()
+        live: list[Job] = []
+        for job in jobs:
+            if job.deadline < started:
+                await self._finish(job, JobResult.failure(job.id, 504, "the job expired before it started"), "expired")
+            else:
+                live.append(job)
+        decoded = await asyncio.to_thread(self._decode_all, live)
+        works: list[_Work] = []
+        for job, outcome in zip(live, decoded, strict=True):
+            if isinstance(outcome, JobResult):
+                await self._finish(job, outcome, "failed")
+            else:
+                works.append(outcome)
+        pieces = [(work, piece) for work in works for piece in work.plan.pieces]
+        waits = [max(0.0, started - work.job.enqueued_at) for work in works]
+        total_compute = 0.0
+        forwards = group_by_shape(pieces, lambda item: item[1].shape, self.settings.max_batch_size)
+        for index, group in enumerate(forwards):
+            seconds = await self._forward(group, waits if index == 0 else [])
+            total_compute += seconds
+            for work in {id(w): w for w, _ in group}.values():
+                if work.pending == 0:
+                    await self._complete(work)
+        logger.info(
+            "batch jobs=%s tiles=%d forwards=%d max_wait_ms=%.1f compute_ms=%.1f",
+            ",".join(job.id for job in jobs),
+            len(pieces),
+            len(forwards),
+            1000.0 * max(waits, default=0.0),
+            1000.0 * total_compute,
+        )
+        stats = self.runner.memory_stats()
+        if stats is not None:
+            self.observer.gpu_memory(stats)
+
+    def _decode_all(self, jobs: list[Job]) -> list[_Work | JobResult]:
+        """Decode each job (in a worker thread); failures become that job's error result."""
+        out: list[_Work | JobResult] = []
+        for job in jobs:
+            t0 = time.perf_counter()
+            try:
+                image = imaging.decode_image(job.payload, self.settings.max_pixels)
+                cfg = self.settings
+                plan = ImagePlan(image, cfg.tile_size, cfg.tile_overlap, cfg.bucket_multiple)
+            except Exception as error:
+                status = next((code for kind, code in _ERROR_STATUS if isinstance(error, kind)), 500)
+                logger.warning("job %s cannot be decoded: %s", job.id, error)
+                out.append(JobResult.failure(job.id, status, str(error)))
+                continue
+            out.append(_Work(job, plan, 1000.0 * (time.perf_counter() - t0), started=self.clock()))
+        return out
+
+    async def _forward(self, group: list[tuple[_Work, Piece]], waits: Sequence[float]) -> float:
+        """Run one forward (in a thread) and hand each output to its job; returns the compute seconds."""
+
+        def compute() -> tuple[list[ItemOutput], float]:
+            items = [piece.pixels(work.plan.image) for work, piece in group]
+            t0 = time.perf_counter()
+            outputs = self.runner.run_items(items)
+            return outputs, time.perf_counter() - t0
+
+        outputs, seconds = await asyncio.to_thread(compute)
+        self.observer.batch(len(group), waits, seconds)
+        for (work, piece), output in zip(group, outputs, strict=True):
+            work.pending -= 1
+            work.compute_ms += 1000.0 * seconds / len(group)
+            if isinstance(output, Exception):
+                work.error = work.error or f"processing failed: {type(output).__name__}: {output}"
+            elif work.error is None:
+                work.plan.add(piece, *output)
+        return seconds
+
+    async def _complete(self, work: _Work) -> None:
+        """Encode a job whose pieces are all done (or answer its error) and finish it."""
+        job = work.job
+        if work.error is not None:
+            await self._finish(job, JobResult.failure(job.id, 500, work.error), "failed")
+            return
+        try:
+            result = await asyncio.to_thread(self._encode, work)
+        except Exception as error:
+            logger.exception("job %s cannot be encoded", job.id)
+            result = JobResult.failure(job.id, 500, f"encoding failed: {error}")
+        await self._finish(job, result, "ok" if result.ok else "failed")
+
+    def _encode(self, work: _Work) -> JobResult:
+        job, options = work.job, work.job.options
+        t0 = time.perf_counter()
+        dehazed, depth = work.plan.outputs()
+        fmt = str(options.get("format", "png")).lower()
+        quality = int(options.get("quality", self.settings.default_quality))
+        image = imaging.encode_image(dehazed, fmt, quality) if options.get("want_image", True) else None
+        depth_bytes = (
+            imaging.encode_depth(depth, bool(options.get("depth_colormap", False)))
+            if options.get("want_depth", False)
+            else None
+        )
+        return JobResult(
+            job_id=job.id,
+            image=image,
+            image_media_type=imaging.media_type(fmt) if image is not None else None,
+            depth=depth_bytes,
+            width=int(dehazed.shape[1]),
+            height=int(dehazed.shape[0]),
+            timings_ms={
+                "queue_wait": 1000.0 * max(0.0, work.started - job.enqueued_at),
+                "decode": work.decode_ms,
+                "compute": work.compute_ms,
+                "encode": 1000.0 * (time.perf_counter() - t0),
+            },
+            model=dict(self.runner.info),
+        )
+
+    async def _finish(self, job: Job, result: JobResult, outcome: str) -> None:
+        try:
+            await self.queue.finish(result)
+        except Exception:
+            logger.exception("job %s: the result could not be stored", job.id)
+            return
+        self.observer.job(outcome, max(0.0, self.clock() - job.enqueued_at))
+
+
+def _default_observer() -> WorkerObserver:
+    try:
+        return MetricsObserver()
+    except ImportError:
+        return NullObserver()
+
+
+def _warm_up_shapes(settings: Settings) -> list[tuple[int, int]]:
+    small = settings.bucket_multiple
+    return [(small, small), (settings.tile_size, settings.tile_size)]
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """Set ``stop`` on SIGTERM and SIGINT (for ``dehaze worker``; call inside the running loop)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def run_worker(
+    queue: JobQueue,
+    settings: Settings,
+    *,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+    worker_id: str | None = None,
+    runner: Runner | None = None,
+    observer: WorkerObserver | None = None,
+) -> None:
+    """Load the model once (unless ``runner`` is given), warm it up, set ``ready``, serve until ``stop``.
+
+    Args:
+        queue: the job queue.
+        settings: the service settings (artifact path, device, dtype, batching, tiling).
+        ready: set once the model is warm and the first heartbeat is written.
+        stop: set it to drain the jobs in hand and return; None runs until cancelled.
+        worker_id: the name in heartbeats (default: host-pid).
+        runner: a ready runner (tests); default loads ``settings.artifact_path()``.
+        observer: metric hooks; default ``MetricsObserver``.
+    """
+    observer = observer or _default_observer()
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    if runner is None:
+        path = settings.artifact_path()
+        logger.info("loading %s on %s (%s)", path, settings.device, settings.dtype)
+        runner = await asyncio.to_thread(Runner.from_artifact, path, settings.device, settings.dtype)
+    shapes = _warm_up_shapes(settings)
+    t0 = time.perf_counter()
+    await asyncio.to_thread(runner.warm_up, shapes)
+    logger.info("warm-up at %s took %.0f ms", shapes, 1000.0 * (time.perf_counter() - t0))
+    observer.model_info(
+        runner.info.get("variant", "unknown"), runner.info.get("version", "unknown"), runner.device.type, runner.dtype
+    )
+    worker = Worker(queue, settings, runner, observer, worker_id)
+    await worker.run(stop or asyncio.Event(), ready)

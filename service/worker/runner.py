@@ -1,0 +1,176 @@
+"""The model runner: one loaded module, one forward per list of same-shape items, failures kept to their item.
+
+The runner accepts any callable with the pipeline's contract (``x`` N×3×H×W float in [0, 1] ->
+``(dehazed N×3×H×W, depth N×1×H×W)``): the TorchScript artifact in production, an eager module in tests.
+Forwards run under ``torch.inference_mode``; on CUDA in bfloat16/float16 through autocast when configured.
+A CUDA out-of-memory error splits the batch in halves and retries; any other error is narrowed down by the
+same bisection, so only the item that really fails gets an error and its batch-mates get their outputs.
+The runner holds no per-request state: one instance serves every batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from service.imaging import from_tensor, to_tensor
+from service.worker.batching import group_by_shape
+from service.worker.plan import ImagePlan
+
+__all__ = ["Runner", "infer_image", "is_out_of_memory", "resolve_device"]
+
+logger = logging.getLogger(__name__)
+
+Model = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+ItemOutput = tuple[np.ndarray, np.ndarray] | Exception
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU raises ValueError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}; expected auto, cpu or cuda")
+    return torch.device(name)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for a CUDA out-of-memory error (typed, or the older RuntimeError message)."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error)
+
+
+class Runner:
+    """Runs a dehazing module on batches of same-shape H×W×3 arrays.
+
+    Args:
+        module: any callable with the pipeline's forward contract; moved to ``device`` when it is a module.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        dtype: ``float32``, or ``bfloat16``/``float16`` (autocast; CUDA only, CPU falls back to float32).
+        info: ``variant`` and ``version`` of the model, copied into every result.
+    """
+
+    def __init__(
+        self, module: Model, device: str = "auto", dtype: str = "float32", info: dict[str, str] | None = None
+    ) -> None:
+        if dtype not in _DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
+        self.device = resolve_device(device)
+        if dtype != "float32" and self.device.type != "cuda":
+            logger.warning("dtype %s is only used on CUDA; running float32 on %s", dtype, self.device)
+            dtype = "float32"
+        self.dtype = dtype
+        if isinstance(module, torch.nn.Module):
+            module = module.to(self.device).eval()
+        self.module = module
+        self.info = dict(info or {})
+
+    @classmethod
+    def from_artifact(cls, path: Path, device: str = "auto", dtype: str = "float32") -> Runner:
+        """Load the TorchScript artifact once (``model.export.load_artifact``) onto the resolved device."""
+        from model.export import load_artifact
+
+        resolved = resolve_device(device)
+        module = load_artifact(path, device=str(resolved))
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+        variant = Path(path).name.split(".")[0]
+        return cls(module, device=str(resolved), dtype=dtype, info={"variant": variant, "version": digest})
+
+    # -- forwards -------------------------------------------------------------------------------
+    def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One forward of N×H×W×3 [0, 1] -> (dehazed N×H×W×3, depth N×H×W×1), as float32 numpy arrays.
+
+        Raises:
+            ValueError: when the module's outputs do not have the contract's shapes.
+        """
+        x = to_tensor(batch).to(self.device, non_blocking=True)
+        autocast = (
+            torch.autocast(device_type="cuda", dtype=_DTYPES[self.dtype])
+            if self.dtype != "float32"
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), autocast:
+            dehazed, depth = self.module(x)
+        n, _, h, w = x.shape
+        if tuple(dehazed.shape) != (n, 3, h, w) or tuple(depth.shape) != (n, 1, h, w):
+            raise ValueError(
+                f"model returned {tuple(dehazed.shape)} and {tuple(depth.shape)} for input {tuple(x.shape)}"
+            )
+        return from_tensor(dehazed), from_tensor(depth)
+
+    def run_items(self, items: Sequence[np.ndarray]) -> list[ItemOutput]:
+        """Outputs for same-shape H×W×3 items, or the exception of each item that failed.
+
+        One forward for all items when it succeeds. On CUDA OOM, or any other error, the items are split in
+        halves and retried, so a failure ends up attached to the single item that causes it.
+        """
+        if not items:
+            return []
+        try:
+            dehazed, depth = self.forward(np.stack(items))
+        except Exception as error:
+            if is_out_of_memory(error) and self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(items) == 1:
+                logger.warning("an item failed in the forward pass: %s: %s", type(error).__name__, error)
+                return [error]
+            half = len(items) // 2
+            logger.info("forward of %d items failed (%s); retrying in halves", len(items), type(error).__name__)
+            return self.run_items(items[:half]) + self.run_items(items[half:])
+        return [(dehazed[i], depth[i]) for i in range(len(items))]
+
+    def warm_up(self, shapes: Sequence[tuple[int, int]], runs: int = 2) -> None:
+        """Run the module a few times at the given shapes (TorchScript specialises and CUDA allocates here)."""
+        for height, width in shapes:
+            for _ in range(runs):
+                self.forward(np.zeros((1, height, width, 3), dtype=np.float32))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def memory_stats(self) -> dict[str, int] | None:
+        """CUDA memory figures in bytes (allocated, reserved, max_allocated), or None on CPU."""
+        if self.device.type != "cuda":
+            return None
+        return {
+            "allocated": int(torch.cuda.memory_allocated(self.device)),
+            "reserved": int(torch.cuda.memory_reserved(self.device)),
+            "max_allocated": int(torch.cuda.max_memory_allocated(self.device)),
+        }
+
+
+def infer_image(
+    model: Runner | Model,
+    rgb01: np.ndarray,
+    tile_size: int = 512,
+    tile_overlap: int = 64,
+    bucket_multiple: int = 32,
+    max_batch_size: int = 8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dehaze one H×W×3 image the way the worker does (same padding, tiling and blending).
+
+    Returns:
+        The dehazed image H×W×3 and the depth map H×W, in [0, 1].
+
+    Raises:
+        Exception: the error of the first piece that failed.
+    """
+    runner = model if isinstance(model, Runner) else Runner(model, device="cpu")
+    plan = ImagePlan(rgb01, tile_size, tile_overlap, bucket_multiple)
+    for group in group_by_shape(plan.pieces, lambda p: p.shape, max_batch_size):
+        outputs = runner.run_items([piece.pixels(rgb01) for piece in group])
+        for piece, output in zip(group, outputs, strict=True):
+            if isinstance(output, Exception):
+                raise output
+            plan.add(piece, *output)
+    return plan.outputs()

@@ -1,0 +1,144 @@
+"""The service's subcommands: `dehaze run` end to end, and the clear errors of serve/api/worker."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from service.cli import main
+from tests.service.live_server import (
+    free_port,
+    image_bytes,
+    live_server,
+    model_settings,
+    tiny_model,
+    tiny_weights,
+    wait_until,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+__all__ = ["tiny_model", "tiny_weights"]  # the session fixture, re-exported for pytest
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No DEHAZE_* variable from the caller's environment leaks into a command."""
+    for name in list(os.environ):
+        if name.startswith("DEHAZE_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_run_dehazes_files_and_folders_with_depth_and_fade_csv(
+    tmp_path: Path, tiny_weights: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(image_bytes(40, 30))
+    (folder / "b.jpg").write_bytes(image_bytes(150, 70, fmt="JPEG"))  # larger than a tile: tiled
+    (folder / "notes.txt").write_text("not an image")
+    single = tmp_path / "c.webp"
+    single.write_bytes(image_bytes(33, 21, fmt="WEBP"))
+    out, table = tmp_path / "out", tmp_path / "fade.csv"
+    clean_env.setenv("DEHAZE_TILE_SIZE", "64")
+    clean_env.setenv("DEHAZE_TILE_OVERLAP", "16")
+
+    argv = ["run", str(folder), str(single), "--out", str(out), "--depth", "--fade-csv", str(table)]
+    assert main([*argv, "--weights", str(tiny_weights)]) == 0
+
+    expected = {"a": (40, 30), "b": (150, 70), "c": (33, 21)}
+    for stem, size in expected.items():
+        dehazed, depth = Image.open(out / f"{stem}.png"), Image.open(out / f"{stem}_depth.png")
+        assert dehazed.size == size and dehazed.mode == "RGB"
+        assert depth.size == size and depth.mode.startswith("I;16")
+    with table.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(Path(row["input"]).stem for row in rows) == ["a", "b", "c"]
+    assert all(float(row["fade_in"]) > 0 and float(row["fade_out"]) > 0 for row in rows)
+
+
+def test_run_reports_a_missing_input(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR):
+        assert main(["run", str(tmp_path / "missing.png"), "--out", str(tmp_path / "out")]) == 2
+    assert "input not found" in caplog.text
+
+
+@pytest.mark.parametrize("command", ["api", "worker"])
+def test_redis_commands_need_a_redis_url(
+    command: str, clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR):
+        assert main([command]) == 2
+    assert "DEHAZE_REDIS_URL" in caplog.text
+
+
+def test_serve_reports_missing_weights(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clean_env.setenv("DEHAZE_WEIGHTS", str(tmp_path / "nope.pt"))
+    with caplog.at_level(logging.ERROR):
+        assert main(["serve", "--port", "1"]) == 2
+    assert "weights file not found" in caplog.text
+
+
+def test_invalid_settings_are_reported_not_raised(
+    clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clean_env.setenv("DEHAZE_TILE_SIZE", "100")  # not a multiple of bucket_multiple
+    with caplog.at_level(logging.ERROR):
+        assert main(["api"]) == 2
+    assert "invalid settings" in caplog.text
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_worker_process_serves_the_api_and_drains_on_sigterm(
+    tmp_path: Path, tiny_model: tuple[Path, Path], redis_url: str
+) -> None:
+    """`dehaze worker` in its own process: metrics on its port, serves jobs of an API, exits 0 on SIGTERM."""
+    weights, artifact = tiny_model
+    metrics_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEHAZE_")}
+    env.update(
+        DEHAZE_REDIS_URL=redis_url,
+        DEHAZE_WEIGHTS=str(weights),
+        DEHAZE_ARTIFACT=str(artifact),
+        DEHAZE_DEVICE="cpu",
+        DEHAZE_TORCH_THREADS="1",
+        DEHAZE_WORKER_METRICS_PORT=str(metrics_port),
+    )
+    log = (tmp_path / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "worker"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").status_code == 200, 60, "metrics")
+        settings = model_settings(tiny_model, redis_url=redis_url)
+        with live_server(settings) as url:  # ready: the worker's heartbeat is visible through Redis
+            response = httpx.post(
+                f"{url}/dehaze", files={"image": ("a.png", image_bytes(41, 29), "image/png")}, timeout=60
+            )
+            assert response.status_code == 200, response.text
+            assert Image.open(io.BytesIO(response.content)).size == (41, 29)
+        assert "dehaze_batch_size_count 1.0" in httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        log.close()
+    assert "SIGTERM received" in (tmp_path / "worker.log").read_text()
