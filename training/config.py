@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from training.data import AIRLIGHT_RANGE, BETA_RANGE, DEFAULT_DEPTH_SCALE
 
@@ -38,7 +38,8 @@ class DataConfig(_Strict):
 
     Attributes:
         root: RESIDE-layout folder with hazy/, GT/ and depth/ (depth is the target M_u and is required).
-        val_scenes: Scenes held out of training and used for validation (never the test split).
+        val_scenes: Scenes held out of training and used for validation (checkpoint selection).
+        test_scenes: Scenes held out of training and of validation, kept for the final evaluation.
         crop: Training crop side.
         batch_size: Images per step.
         num_workers: DataLoader worker processes (0: load in the training process).
@@ -52,6 +53,7 @@ class DataConfig(_Strict):
 
     root: str
     val_scenes: list[str] = Field(min_length=1)
+    test_scenes: list[str] = Field(default_factory=list)
     crop: int = Field(256, ge=32)
     batch_size: int = Field(8, ge=1)
     num_workers: int = Field(0, ge=0)
@@ -62,10 +64,16 @@ class DataConfig(_Strict):
     val_crop: int | None = Field(None, ge=32)
     val_max_images: int | None = Field(None, ge=1)
 
-    @field_validator("val_scenes", mode="before")
+    @field_validator("val_scenes", "test_scenes", mode="before")
     @classmethod
     def _scenes_as_str(cls, v: object) -> object:
         return [str(s) for s in v] if isinstance(v, list | tuple) else v
+
+    @model_validator(mode="after")
+    def _disjoint_splits(self) -> DataConfig:
+        if shared := sorted(set(self.val_scenes) & set(self.test_scenes)):
+            raise ValueError(f"scenes {shared} are in both val_scenes and test_scenes")
+        return self
 
     @field_validator("beta_range", "airlight_range")
     @classmethod

@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", choices=["dcp"], default=None, help="evaluate the dark channel prior instead")
     parser.add_argument("--out", required=True, type=Path, help="output folder for metrics.json and per_image.csv")
     parser.add_argument("--save-images", action="store_true", help="also write dehazed images and depth maps")
+    parser.add_argument(
+        "--scenes", nargs="+", default=None, help="RESIDE folders: evaluate only these scenes (e.g. a test split)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--max-side", type=int, default=None, help="downscale so the longer side is <= N")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
@@ -65,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             weights=args.weights,
             baseline=args.baseline,
             save_images=args.save_images,
+            scenes=args.scenes,
             limit=args.limit,
             max_side=args.max_side,
             device=args.device,
@@ -102,10 +106,14 @@ def _load_photo(path: Path, max_side: int | None) -> Sample:
     return Sample(path.stem, resize_max_side(load_rgb(path), max_side), None, None)
 
 
-def _samples(data: Path, limit: int | None, max_side: int | None) -> tuple[list[Callable[[], Sample]], bool]:
+def _samples(
+    data: Path, scenes: Sequence[str] | None, limit: int | None, max_side: int | None
+) -> tuple[list[Callable[[], Sample]], bool]:
     """Loaders of the samples (images are read one at a time) and whether the folder is RESIDE-layout."""
     if (data / "hazy").is_dir() and (data / "GT").is_dir():
-        return [partial(_load_pair, r, max_side) for r in scan_pairs(data)[:limit]], True
+        return [partial(_load_pair, r, max_side) for r in scan_pairs(data, scenes=scenes)[:limit]], True
+    if scenes is not None:
+        raise ValueError(f"--scenes needs a RESIDE-layout folder (hazy/ and GT/), {data} is a flat folder")
     paths = list_images(data)[:limit]
     if not paths:
         raise ValueError(f"no images in {data}")
@@ -189,6 +197,7 @@ def evaluate(
     weights: Path | None = None,
     baseline: str | None = None,
     save_images: bool = False,
+    scenes: Sequence[str] | None = None,
     limit: int | None = None,
     max_side: int | None = None,
     device: str = "auto",
@@ -201,6 +210,7 @@ def evaluate(
         weights: Checkpoint for the network (default: ``model.checkpoint.DEFAULT_WEIGHTS``).
         baseline: ``"dcp"`` for the dark channel prior; then ``weights`` must be ``None``.
         save_images: Also write the outputs.
+        scenes: RESIDE folders only: keep these scenes (``None``: all).
         limit: Only the first N images (sorted by name).
         max_side: Downscale so the longer side is at most this (see the module docstring).
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
@@ -223,7 +233,7 @@ def evaluate(
     else:
         method, weights_name = _network_method(weights, dev)
         method_name = "dcmpnet"
-    loaders, paired = _samples(data, limit, max_side)
+    loaders, paired = _samples(data, scenes, limit, max_side)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, baseline_depth = [], []

@@ -191,7 +191,8 @@ class Trainer:
     def _datasets(self) -> tuple[Dataset, Dataset]:
         d, seed = self.cfg.data, self.cfg.seed
         root = resolve_path(d.root)
-        real = PairedFolder(root, crop=d.crop, seed=seed, exclude=d.val_scenes)
+        held_out = [*d.val_scenes, *d.test_scenes]
+        real = PairedFolder(root, crop=d.crop, seed=seed, exclude=held_out)
         if not real.has_depth:
             raise ValueError(f"training needs depth maps (the target M_u): {root / 'depth'} is missing")
         train: Dataset = real
@@ -201,7 +202,7 @@ class Trainer:
                 crop=d.crop,
                 seed=seed + 1,
                 length=len(real),
-                exclude=d.val_scenes,
+                exclude=held_out,
                 beta_range=d.beta_range,
                 airlight_range=d.airlight_range,
                 depth_scale=d.depth_scale,

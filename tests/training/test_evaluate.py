@@ -46,6 +46,7 @@ def test_network_on_two_scenes(tmp_path: Path, sots_small: Path, tiny_weights: P
         baseline=None,
         out=out,
         save_images=True,
+        scenes=None,
         limit=2,
         max_side=None,
         device="cpu",
@@ -67,6 +68,17 @@ def test_dcp_baseline_on_two_scenes(tmp_path: Path, sots_small: Path) -> None:
     assert len(_rows(tmp_path / "dcp")) == 2
 
 
+def test_scenes_select_a_split_and_need_a_reside_folder(tmp_path: Path, sots_small: Path) -> None:
+    metrics = evaluate(sots_small, tmp_path / "split", baseline="dcp", scenes=["1402"], device="cpu")
+    assert metrics["n_images"] == 1 and [r["name"] for r in _rows(tmp_path / "split")] == ["1402_5"]
+    with pytest.raises(ValueError, match="scenes not found"):
+        evaluate(sots_small, tmp_path / "none", baseline="dcp", scenes=["1499"], device="cpu")
+    photos = tmp_path / "photos"
+    write_rgb(photos / "a.png", np.random.default_rng(0), 40, 64)
+    with pytest.raises(ValueError, match="RESIDE-layout"):
+        evaluate(photos, tmp_path / "flat", baseline="dcp", scenes=["1402"], device="cpu")
+
+
 def test_flat_folder_skips_non_images(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     photos = tmp_path / "photos"
     write_rgb(photos / "a.png", np.random.default_rng(0), 40, 64)
@@ -86,6 +98,7 @@ def test_failure_exit_code(tmp_path: Path) -> None:
         baseline="dcp",
         out=tmp_path / "o",
         save_images=False,
+        scenes=None,
         limit=None,
         max_side=None,
         device="cpu",

@@ -80,14 +80,25 @@ def test_config_rejects_unknown_keys(tmp_path: Path, sots_small: Path) -> None:
         load_config(_config_file(tmp_path, sots_small), overrides={"optim": {"lr_typo": 1}})
     with pytest.raises(ValidationError, match="variant"):
         load_config(_config_file(tmp_path, sots_small), overrides={"variant": "nope"})
+    with pytest.raises(ValidationError, match="both val_scenes and test_scenes"):
+        load_config(_config_file(tmp_path, sots_small), overrides={"data": {"test_scenes": ["1402"]}})
+
+
+def test_test_scenes_are_kept_out_of_training(tmp_path: Path, sots_small: Path) -> None:
+    split = {"data": {"test_scenes": ["1401"], "batch_size": 1}}
+    cfg = load_config(_config_file(tmp_path, sots_small), overrides=split)
+    trainer = Trainer(cfg)
+    seen = {trainer.train_set[i]["name"].split("_")[0] for i in range(len(trainer.train_set))}
+    assert "1401" not in seen and "1402" not in seen and seen
 
 
 def test_shipped_configs_validate() -> None:
-    for name in ("small_cpu.yaml", "paper.yaml", "tiny_smoke.yaml"):
+    for name in ("small_cpu.yaml", "shipped_small.yaml", "paper.yaml", "tiny_smoke.yaml"):
         cfg = load_config(REPO_ROOT / "training" / "configs" / name)
         assert cfg.data.val_scenes
     small = load_config(REPO_ROOT / "training" / "configs" / "small_cpu.yaml")
-    assert small.variant == "dcmpnet_small" and small.data.val_scenes == ["1430", "1431", "1432", "1433", "1434"]
+    assert small.variant == "dcmpnet_small" and small.data.val_scenes == ["1430", "1431"]
+    assert small.data.test_scenes == ["1432", "1433", "1434"]
     paper = load_config(REPO_ROOT / "training" / "configs" / "paper.yaml")
     assert (paper.variant, paper.data.crop, paper.data.batch_size, paper.optim.lr_phi) == ("dcmpnet", 256, 8, 1e-4)
 
