@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
@@ -26,10 +27,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("service.commands.run", "dehaze files and folders offline"),
     "train": ("training.train", "train DCMPNet with the alternating dual-task optimisation"),
     "evaluate": ("training.evaluate", "PSNR/SSIM/FADE/depth metrics of a model or of the DCP baseline"),
+    "release": ("training.release", "strip a training checkpoint down to shippable weights with provenance"),
 }
 
 
-def _load(name: str):  # noqa: ANN202 - returns a module
+def _load(name: str) -> ModuleType:
     return importlib.import_module(SUBCOMMANDS[name][0])
 
 

@@ -40,6 +40,7 @@ import contextlib
 import json
 import logging
 import math
+import platform
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -94,6 +95,23 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available")
     return torch.device(name)
+
+
+def describe_hardware(device: torch.device) -> str:
+    """The device a run trains on, in words (recorded in every checkpoint)."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    model = next(
+        (line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")), ""
+    )
+    return f"CPU {model or platform.processor() or 'unknown'}, {torch.get_num_threads()} torch threads"
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
 
 
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
@@ -253,6 +271,8 @@ class Trainer:
             "formulation": self.cfg.formulation,
             "data": str(self.cfg.data.root),
             "val_scenes": list(self.cfg.data.val_scenes),
+            "test_scenes": list(self.cfg.data.test_scenes),
+            "hardware": describe_hardware(self.device),
             **{k: v for k, v in metrics.items() if isinstance(v, int | float | str)},
         }
         # Ψ is trained on true depth (0 = near), whatever the variant's default convention for foreign weights.

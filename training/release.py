@@ -1,0 +1,94 @@
+"""``dehaze release``: turn a training checkpoint into shippable weights.
+
+A training checkpoint (``last.pt``/``best.pt``) carries the optimiser, scheduler, scaler and perceptron states
+for ``--resume`` (about three times the size of the networks). The shipped file keeps only what inference needs,
+Φ and Ψ in our checkpoint format, plus a record of where the weights came from: the training step, wall time,
+formulation, data folder and splits, the validation scores at that step, and the training config. The result
+loads with ``model.checkpoint.load_checkpoint`` like any other checkpoint, and training cannot resume from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from model.checkpoint import load_checkpoint, save_checkpoint
+
+__all__ = ["add_arguments", "main", "release", "run"]
+
+logger = logging.getLogger(__name__)
+
+# Training-state entries of ``extra`` that describe the run (copied into the metadata); the rest is dropped.
+_PROVENANCE = ("step", "elapsed", "best_psnr", "config")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the ``dehaze release`` options."""
+    parser.add_argument("--checkpoint", required=True, type=Path, help="training checkpoint (best.pt or last.pt)")
+    parser.add_argument("--out", required=True, type=Path, help="where to write the shippable weights")
+    parser.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra metadata to record, e.g. --meta hardware='2-core CPU' (repeatable)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the release from parsed arguments; returns the exit code."""
+    try:
+        release(args.checkpoint, args.out, dict(_pair(m) for m in args.meta))
+    except (ValueError, FileNotFoundError) as err:
+        logger.error("release failed: %s", err)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry point: ``python -m training.release ...``."""
+    parser = argparse.ArgumentParser(prog="dehaze release", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(args)
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--meta expects KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def release(checkpoint: str | Path, out: str | Path, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Writes the networks of ``checkpoint`` to ``out`` without the training state.
+
+    Args:
+        checkpoint: A checkpoint in our format (a training checkpoint or already released weights).
+        out: Destination file (written atomically).
+        meta: Extra metadata (plain values) merged over what the checkpoint records.
+
+    Returns:
+        The metadata written.
+
+    Raises:
+        FileNotFoundError: No such checkpoint.
+        ValueError: Not our checkpoint format.
+    """
+    ckpt = load_checkpoint(checkpoint)
+    extra = ckpt.raw.get("extra") or {}
+    metadata = {**ckpt.metadata, **{k: extra[k] for k in _PROVENANCE if k in extra}, **(meta or {})}
+    if "elapsed" in metadata:
+        metadata["train_wall_seconds"] = round(float(metadata.pop("elapsed")), 1)
+    save_checkpoint(out, ckpt.phi, ckpt.psi, ckpt.variant, metadata, depth_convention=ckpt.depth_convention)
+    logger.info("released %s -> %s (variant %s, step %s)", checkpoint, out, ckpt.variant.name, metadata.get("step"))
+    return metadata
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
