@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ __all__ = [
     "load_pipeline_from_weights",
     "save_checkpoint",
     "to_official_keys",
+    "write_atomically",
 ]
 
 logger = logging.getLogger(__name__)
@@ -106,16 +107,31 @@ class LoadedCheckpoint:
         return DehazePipeline(self.phi, self.psi, depth_is_disparity=self.depth_convention == "disparity").eval()
 
 
-def _atomic_save(obj: object, path: Path) -> None:
+def write_atomically(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Runs ``write(tmp)`` on a temporary file next to ``path``, then renames it over ``path``.
+
+    A reader never sees a half-written file, and a failed write leaves the old file in place. The file gets the
+    permissions of an ordinary new file (0666 less the umask), not ``mkstemp``'s 0600, so weights and artifacts
+    written by one user (e.g. an image build as root) stay readable by the service's own user.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_checkpoint(
@@ -157,7 +173,7 @@ def save_checkpoint(
     if extra is not None:
         payload["extra"] = extra
     path = Path(path)
-    _atomic_save(payload, path)
+    write_atomically(path, lambda tmp: torch.save(payload, tmp))
     logger.info("saved checkpoint %s (variant %s)", path, spec.name)
     return path
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model.checkpoint import DEFAULT_WEIGHTS, load_pipeline_from_weights
+from model.checkpoint import DEFAULT_WEIGHTS, load_pipeline_from_weights, write_atomically
 from model.pipeline import build_pipeline
 
 __all__ = ["add_arguments", "check_export", "ensure_artifact", "export_pipeline", "load_artifact", "run"]
@@ -78,16 +76,12 @@ def export_pipeline(pipeline: nn.Module, path: str | Path, example_hw: tuple[int
             frozen = torch.jit.freeze(_trace_strict(pipeline, example.to(device)))
     finally:
         pipeline.train(was_training)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         with _jit_deprecation_silenced():
             torch.jit.save(frozen, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_atomically(path, write)
     logger.info("exported TorchScript artifact %s", path)
     return path
 

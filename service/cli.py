@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -38,7 +39,7 @@ def _load(name: str) -> ModuleType:
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """Build the parser; only the chosen subcommand's module is imported."""
     parser = argparse.ArgumentParser(prog="dehaze", description="DCMPNet single-image dehazing.")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    parser.add_argument("--log-level", default=None, help="logging level (default: DEHAZE_LOG_LEVEL, else INFO)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = next((a for a in (argv or []) if a in SUBCOMMANDS), None)
     for name, (_, help_text) in SUBCOMMANDS.items():
@@ -51,11 +52,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), configure logging and run the subcommand."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv).parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    level = (args.log_level or os.environ.get("DEHAZE_LOG_LEVEL") or "INFO").upper()
+    if level not in logging.getLevelNamesMapping():
+        parser.error(f"unknown log level {level!r} (from --log-level or DEHAZE_LOG_LEVEL)")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(_load(args.command).run(args) or 0)
 
 

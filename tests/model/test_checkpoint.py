@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,12 @@ def _outputs(phi: DCMPNet, psi: DepthNet, x: torch.Tensor) -> tuple[torch.Tensor
         return phi(x, depth), depth
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def test_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
     torch.manual_seed(0)
     pipeline = build_pipeline("dcmpnet_tiny")
@@ -41,6 +48,7 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
         extra={"optim": {"lr": 1e-4}},
     )
     assert [p.name for p in path.parent.iterdir()] == ["tiny.pt"]  # no temporary file left behind
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # readable by others, e.g. a container's user
     loaded = load_checkpoint(path)
     assert loaded.variant.name == "dcmpnet_tiny" and loaded.metadata == {"epoch": 3, "psnr": 20.5}
     assert loaded.raw["format"] == FORMAT and loaded.raw["value_range"] == [0, 1]

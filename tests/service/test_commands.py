@@ -142,3 +142,24 @@ def test_worker_process_serves_the_api_and_drains_on_sigterm(
             worker.wait()
         log.close()
     assert "SIGTERM received" in (tmp_path / "worker.log").read_text()
+
+
+def test_log_level_comes_from_the_environment_and_the_flag_wins(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "service.cli", "release", "--checkpoint", str(tmp_path / "no.pt"), "--out", "x"]
+
+    def stderr(env_level: str | None, *flag: str) -> str:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DEHAZE_")}
+        if env_level is not None:
+            env["DEHAZE_LOG_LEVEL"] = env_level
+        argv = [*command[:3], *flag, *command[3:]]
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert done.returncode == 1
+        return done.stderr
+
+    assert "release failed" in stderr(None)
+    assert "release failed" not in stderr("critical")
+    assert "release failed" in stderr("critical", "--log-level", "error")
+    clean_env.setenv("DEHAZE_LOG_LEVEL", "loud")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["release", "--checkpoint", "a", "--out", "b"])
+    assert exit_info.value.code == 2
