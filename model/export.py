@@ -7,12 +7,18 @@ graph) fails the export instead of producing an artifact that is silently wrong 
 
 ``torch.jit.script`` is not used (the authors' layout has optional submodules), ``torch.compile`` was measured
 too slow to compile on a CPU for a dynamic-size server (DCMPNET.md §5.4).
+
+An artifact exported from a weights file carries ``dehaze_model.json`` (variant, SHA-256 of the weights) as a
+TorchScript extra file: the service reports the served model from it, and ``ensure_artifact`` re-exports when the
+weights' content changes (mtimes alone mislead after a copy, a checkout or a volume mount).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import json
 import logging
 import warnings
 from collections.abc import Iterable, Iterator
@@ -24,9 +30,21 @@ from torch import nn
 from model.checkpoint import DEFAULT_WEIGHTS, load_pipeline_from_weights, write_atomically
 from model.pipeline import build_pipeline
 
-__all__ = ["add_arguments", "check_export", "ensure_artifact", "export_pipeline", "load_artifact", "run"]
+__all__ = [
+    "INFO_FILE",
+    "add_arguments",
+    "artifact_info",
+    "check_export",
+    "ensure_artifact",
+    "export_pipeline",
+    "file_sha256",
+    "load_artifact",
+    "run",
+]
 
 logger = logging.getLogger(__name__)
+
+INFO_FILE = "dehaze_model.json"
 
 
 @contextlib.contextmanager
@@ -51,13 +69,19 @@ def _trace_strict(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptM
     return traced
 
 
-def export_pipeline(pipeline: nn.Module, path: str | Path, example_hw: tuple[int, int] = (64, 64)) -> Path:
+def export_pipeline(
+    pipeline: nn.Module,
+    path: str | Path,
+    example_hw: tuple[int, int] = (64, 64),
+    info: dict[str, str] | None = None,
+) -> Path:
     """Traces, freezes and saves (atomically) the pipeline in eval mode.
 
     Args:
         pipeline: A :class:`model.pipeline.DehazePipeline` (or a module with the same forward contract).
         path: Destination file.
         example_hw: Size of the example input used for tracing (the artifact works at every size).
+        info: What the artifact was made from (``variant``, ``weights_sha256``), stored inside it.
 
     Returns:
         The path written.
@@ -79,7 +103,7 @@ def export_pipeline(pipeline: nn.Module, path: str | Path, example_hw: tuple[int
 
     def write(tmp: str) -> None:
         with _jit_deprecation_silenced():
-            torch.jit.save(frozen, tmp)
+            torch.jit.save(frozen, tmp, _extra_files={INFO_FILE: json.dumps(info or {})})
 
     write_atomically(path, write)
     logger.info("exported TorchScript artifact %s", path)
@@ -91,6 +115,27 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> torch
     with _jit_deprecation_silenced():
         module = torch.jit.load(str(path), map_location=device)
     return module.eval()
+
+
+def artifact_info(path: str | Path) -> dict[str, str]:
+    """What an artifact was exported from (``variant``, ``weights_sha256``); empty when it does not say."""
+    extra = {INFO_FILE: ""}
+    with _jit_deprecation_silenced():
+        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    try:
+        info = json.loads(extra[INFO_FILE] or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return {str(k): str(v) for k, v in info.items()} if isinstance(info, dict) else {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_export(
@@ -115,7 +160,9 @@ def check_export(
 
 
 def ensure_artifact(weights: str | Path, artifact: str | Path) -> Path:
-    """The artifact for ``weights``, exported first if it is missing or older than the weights.
+    """The artifact for ``weights``, exported first if it is missing or was made from other weights.
+
+    An artifact that does not record its weights (exported without ``info``) is kept when it is newer than them.
 
     Raises:
         FileNotFoundError: The weights file does not exist.
@@ -123,10 +170,14 @@ def ensure_artifact(weights: str | Path, artifact: str | Path) -> Path:
     weights, artifact = Path(weights), Path(artifact)
     if not weights.is_file():
         raise FileNotFoundError(f"weights file not found: {weights}")
-    if artifact.is_file() and artifact.stat().st_mtime >= weights.stat().st_mtime:
-        return artifact
+    digest = file_sha256(weights)
+    if artifact.is_file():
+        made_from = artifact_info(artifact).get("weights_sha256")
+        if made_from == digest or (made_from is None and artifact.stat().st_mtime >= weights.stat().st_mtime):
+            return artifact
     logger.info("exporting %s from %s", artifact, weights)
-    return export_pipeline(load_pipeline_from_weights(weights), artifact)
+    info = {"variant": _variant_of(weights) or "unknown", "weights_sha256": digest}
+    return export_pipeline(load_pipeline_from_weights(weights), artifact, info=info)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -160,7 +211,12 @@ def run(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError) as exc:
             logger.error("%s", exc)
             return 1
-    path = export_pipeline(pipeline, args.out, example_hw=tuple(args.example_size))
+    info = (
+        {"variant": args.variant, "weights_sha256": "untrained"}
+        if args.random_init
+        else {"variant": actual or "unknown", "weights_sha256": file_sha256(args.weights)}
+    )
+    path = export_pipeline(pipeline, args.out, example_hw=tuple(args.example_size), info=info)
     if args.check:
         diff = check_export(pipeline, load_artifact(path), [(37, 53), (1, 1), (64, 64)], [1, 2])
         logger.info("max |traced - eager| = %.3g", diff)

@@ -11,7 +11,6 @@ The runner holds no per-request state: one instance serves every batch.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -78,14 +77,19 @@ class Runner:
 
     @classmethod
     def from_artifact(cls, path: Path, device: str = "auto", dtype: str = "float32") -> Runner:
-        """Load the TorchScript artifact once (``model.export.load_artifact``) onto the resolved device."""
-        from model.export import load_artifact
+        """Load the TorchScript artifact once (``model.export.load_artifact``) onto the resolved device.
+
+        The model's name is the variant recorded in the artifact, its version the first 12 hex digits of the
+        SHA-256 of the weights it was exported from (of the artifact itself when it records neither).
+        """
+        from model.export import artifact_info, file_sha256, load_artifact
 
         resolved = resolve_device(device)
         module = load_artifact(path, device=str(resolved))
-        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
-        variant = Path(path).name.split(".")[0]
-        return cls(module, device=str(resolved), dtype=dtype, info={"variant": variant, "version": digest})
+        made_from = artifact_info(path)
+        variant = made_from.get("variant") or Path(path).name.split(".")[0]
+        version = (made_from.get("weights_sha256") or file_sha256(path))[:12]
+        return cls(module, device=str(resolved), dtype=dtype, info={"variant": variant, "version": version})
 
     # -- forwards -------------------------------------------------------------------------------
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

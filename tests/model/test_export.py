@@ -10,7 +10,16 @@ import pytest
 import torch
 
 from model.checkpoint import save_checkpoint
-from model.export import add_arguments, check_export, ensure_artifact, export_pipeline, load_artifact, run
+from model.export import (
+    add_arguments,
+    artifact_info,
+    check_export,
+    ensure_artifact,
+    export_pipeline,
+    file_sha256,
+    load_artifact,
+    run,
+)
 from model.pipeline import DehazePipeline, build_pipeline
 
 
@@ -55,17 +64,24 @@ def test_trace_warnings_fail_the_export(tmp_path: Path) -> None:
     assert not (tmp_path / "bad.ts.pt").exists()
 
 
-def test_ensure_artifact_exports_when_missing_or_stale(tiny_pipeline: DehazePipeline, tmp_path: Path) -> None:
+def test_ensure_artifact_exports_when_missing_or_made_from_other_weights(
+    tiny_pipeline: DehazePipeline, tmp_path: Path
+) -> None:
     weights = save_checkpoint(tmp_path / "w.pt", tiny_pipeline.phi, tiny_pipeline.psi, "dcmpnet_tiny", {})
     artifact = tmp_path / "a.ts.pt"
     assert ensure_artifact(weights, artifact) == artifact and artifact.is_file()
+    assert artifact_info(artifact) == {"variant": "dcmpnet_tiny", "weights_sha256": file_sha256(weights)}
     first = artifact.stat().st_mtime_ns
-    ensure_artifact(weights, artifact)
-    assert artifact.stat().st_mtime_ns == first  # up to date: not exported again
     later = first / 1e9 + 10
-    os.utime(weights, (later, later))
+    os.utime(weights, (later, later))  # touched, same content: the artifact is still the right one
     ensure_artifact(weights, artifact)
-    assert artifact.stat().st_mtime_ns != first
+    assert artifact.stat().st_mtime_ns == first
+    other = build_pipeline("dcmpnet_tiny")
+    save_checkpoint(weights, other.phi, other.psi, "dcmpnet_tiny", {"other": 1})
+    earlier = first / 1e9 - 100
+    os.utime(weights, (earlier, earlier))  # other weights, older mtime (a copy or a checkout): re-exported
+    ensure_artifact(weights, artifact)
+    assert artifact.stat().st_mtime_ns != first and artifact_info(artifact)["weights_sha256"] == file_sha256(weights)
     with pytest.raises(FileNotFoundError):
         ensure_artifact(tmp_path / "missing.pt", artifact)
 
