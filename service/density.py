@@ -29,6 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 from PIL import Image, ImageOps
 
+from service import imaging
 from service.metrics import observe_density
 
 __all__ = ["MAX_FADE_PIXELS", "DensityScorer", "fade_of_array", "fade_of_bytes", "shrink_for_fade"]
@@ -74,10 +75,22 @@ def fade_of_bytes(data: bytes, max_pixels: int = MAX_FADE_PIXELS) -> float:
     try:
         with Image.open(io.BytesIO(data)) as opened:
             opened.draft("RGB", (int(math.sqrt(max_pixels)) * 2,) * 2)  # JPEG only: decode at a reduced scale
-            image = ImageOps.exif_transpose(opened).convert("RGB")
+            image = _to_rgb8(ImageOps.exif_transpose(opened))
     except (OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"cannot decode the image: {error}") from error
     return fade_of_array(np.asarray(shrink_for_fade(image, max_pixels)))
+
+
+def _to_rgb8(image: Image.Image) -> Image.Image:
+    """8-bit RGB for FADE, with the worker's scaling of 16/32-bit integer and float images.
+
+    Pillow's own conversion clips such images to plain white or black, whose FADE is undefined; ``imaging.to_rgb01``
+    scales them as the worker does (and refuses NaN with a ValueError, which /density answers with 422).
+    """
+    if image.mode == "F" or image.mode.startswith("I"):
+        rgb01 = imaging.to_rgb01(image)
+        return Image.fromarray(np.clip(rgb01 * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    return image.convert("RGB")
 
 
 def _ignore_interrupts() -> None:

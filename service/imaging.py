@@ -51,6 +51,7 @@ __all__ = [
     "plan_tiles",
     "probe_image",
     "tile_starts",
+    "to_rgb01",
     "to_tensor",
 ]
 
@@ -144,11 +145,16 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         raise TooLargeError(f"image too large: {error}") from error
     except Exception as error:  # decoders raise OSError, SyntaxError, ValueError, struct.error, ...
         raise MalformedImageError(f"the image cannot be decoded: {error}") from error
-    return _to_rgb01(image)
+    return to_rgb01(image)
 
 
-def _to_rgb01(image: Image.Image) -> np.ndarray:
-    """Any decoded colour mode -> RGB float32 H×W×3 in [0, 1] (alpha composited on white)."""
+def to_rgb01(image: Image.Image) -> np.ndarray:
+    """Any decoded colour mode -> RGB float32 H×W×3 in [0, 1] (alpha composited on white).
+
+    Raises:
+        MalformedImageError: a float image with NaN or infinite values.
+        UnsupportedImageError: a colour mode that cannot be converted to RGB.
+    """
     mode = image.mode
     if mode in _SIXTEEN_BIT_MODES or mode == "F":
         grey = np.asarray(image).astype(np.float32)

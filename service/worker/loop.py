@@ -5,7 +5,8 @@ jobs past their deadline are answered as expired; the rest are decoded in a thre
 decoded fails alone); their pieces are grouped by shape into forwards of at most ``max_batch_size`` items, run
 in a thread so the event loop (and, in embedded mode, the API) stays responsive; a job is encoded and finished
 as soon as its last piece is done. Cancelled jobs never reach the worker (the queue skips them in ``take``).
-When ``stop`` is set the worker finishes the jobs it holds and returns.
+When ``stop`` is set the worker finishes the jobs it holds and returns. An unreachable queue (Redis restarting)
+does not end it: it pauses, retries with backoff and carries on once the queue answers again.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Protocol
 
 from service import imaging
 from service.config import Settings
-from service.queue.base import Job, JobQueue, JobResult
+from service.queue.base import Job, JobQueue, JobResult, QueueUnavailableError
 from service.worker.batching import collect_batch, group_by_shape
 from service.worker.plan import ImagePlan, Piece
 from service.worker.runner import ItemOutput, Runner
@@ -33,6 +34,7 @@ __all__ = ["MetricsObserver", "NullObserver", "Worker", "WorkerObserver", "insta
 logger = logging.getLogger(__name__)
 
 _TAKE_BLOCK_MS = 250  # how long one take waits for a first job; bounds how late a stop request is noticed
+_RETRY_MIN_S, _RETRY_MAX_S = 0.1, 2.0  # pause after the queue was unreachable: doubles per failure up to the max
 _ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (imaging.TooLargeError, 413),
     (imaging.UnsupportedImageError, 415),
@@ -154,8 +156,15 @@ class Worker:
             if ready is not None:
                 ready.set()
             logger.info("worker %s ready", self.worker_id)
+            failures = 0
             while not stop.is_set():
-                jobs = await self.collect()
+                try:
+                    jobs = await self.collect()
+                except QueueUnavailableError as error:  # e.g. Redis restarting: wait and reconnect, do not exit
+                    failures += 1
+                    await self._pause_after_failure(stop, failures, error)
+                    continue
+                failures = 0
                 if jobs:
                     await self.process(jobs)
         finally:
@@ -173,10 +182,35 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.heartbeat_s)
 
+    async def _pause_after_failure(self, stop: asyncio.Event, failures: int, error: Exception) -> None:
+        """Wait before the next take (0.1 s, doubling per failure up to 2 s); returns at once when stopped."""
+        if failures == 1:
+            logger.warning("the job queue is unavailable (%s); retrying until it is back", error)
+        delay = min(_RETRY_MAX_S, _RETRY_MIN_S * 2 ** (failures - 1))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+
     async def collect(self) -> list[Job]:
-        """One batch of jobs (possibly empty after ``_TAKE_BLOCK_MS``)."""
+        """One batch of jobs (possibly empty after ``_TAKE_BLOCK_MS``).
+
+        Raises:
+            QueueUnavailableError: when the queue cannot be reached before any job was taken. Once jobs are in
+                hand, a failing take closes the batch instead, so that those jobs are processed, not dropped.
+        """
+        taken: list[Job] = []
+
+        async def take(max_jobs: int, block_ms: int) -> list[Job]:
+            try:
+                jobs = await self.queue.take(max_jobs, block_ms)
+            except QueueUnavailableError:
+                if not taken:
+                    raise
+                return []
+            taken.extend(jobs)
+            return jobs
+
         return await collect_batch(
-            self.queue.take,
+            take,
             cost=self._cost,
             submitted_at=lambda job: job.enqueued_at,
             clock=self.clock,

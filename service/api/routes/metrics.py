@@ -18,7 +18,12 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "the Prometheus text exposition format"}},
+    summary="Prometheus metrics",
+)
 async def metrics(queue: QueueDep) -> Response:
     """Every metric of this process; queue depth and live workers are read from the queue first."""
     try:
