@@ -141,7 +141,11 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + MULTIPART_ALLOWANCE)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_upload_bytes + MULTIPART_ALLOWANCE,
+        upload_limit=settings.max_upload_bytes,
+    )
     # added last = outermost: it also records the body limit's 413s
     known_paths = frozenset(getattr(route, "path", "") for router in ROUTERS for route in router.routes)
     app.add_middleware(RequestMetricsMiddleware, known_paths=known_paths)

@@ -25,10 +25,17 @@ class BodyLimitMiddleware:
     does when it escapes the app before a response has started.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        """Wrap ``app``; ``max_bytes`` is ``settings.max_upload_bytes`` plus room for the multipart framing."""
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_limit: int | None = None) -> None:
+        """Wrap ``app``.
+
+        Args:
+            app: The application.
+            max_bytes: The body limit: ``settings.max_upload_bytes`` plus room for the multipart framing.
+            upload_limit: The limit the user configured, named in the error message (default ``max_bytes``).
+        """
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_limit = max_bytes if upload_limit is None else upload_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the declared length, then count the streamed bytes."""
@@ -37,7 +44,7 @@ class BodyLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await error_response(413, BodyTooLargeError(self.max_bytes).detail)(scope, receive, send)
+            await error_response(413, BodyTooLargeError(self.upload_limit).detail)(scope, receive, send)
             return
         received = 0
         started = False
@@ -48,7 +55,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLargeError(self.max_bytes)
+                    raise BodyTooLargeError(self.upload_limit)
             return message
 
         async def tracking_send(message: Message) -> None:

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -169,6 +170,8 @@ class RedisStreamsQueue:
         A connection error is tried once more: after a Redis restart the pool still holds connections to the old
         server, and the first command on each fails (and drops it) even though Redis is back. A retried submit
         whose first attempt did reach Redis may add the job twice; the worker then computes it twice, harmlessly.
+        Redis at its ``maxmemory`` (policy ``noeviction``) refuses writes with an OOM error: the queue is full,
+        so the API answers 503 with Retry-After, as for a full stream.
         """
         try:
             try:
@@ -178,6 +181,9 @@ class RedisStreamsQueue:
                 return await action()
         except _UNAVAILABLE as error:
             raise QueueUnavailableError(f"Redis is unavailable: {error}") from error
+        except RedisOutOfMemoryError as error:
+            logger.warning("Redis is out of memory (maxmemory): refusing new jobs until it frees up")
+            raise QueueFullError(retry_after_s=2.0) from error
 
     # -- API side -------------------------------------------------------------------------------
     async def submit(self, job: Job) -> None:

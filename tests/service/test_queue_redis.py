@@ -220,3 +220,30 @@ def test_unavailable_then_reconnects_and_recreates_the_group(redis_server: Any, 
         await worker.close()
 
     asyncio.run(scenario())
+
+
+def test_redis_out_of_memory_is_a_full_queue(redis_url: str) -> None:
+    """At ``maxmemory`` with ``noeviction`` Redis refuses writes: the submit says "full" (503), not a crash (500)."""
+    client = redis.Redis.from_url(redis_url)
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", used + 16 * 1024 * 1024)
+
+    async def scenario() -> None:
+        api = make(redis_url, max_length=1000)
+        stored = 0
+        try:
+            with pytest.raises(QueueFullError) as refused:
+                for _ in range(20):  # 20 × 2 MiB cannot fit in 16 MiB
+                    await api.submit(Job(payload=bytes(2 * 1024 * 1024), deadline=1e12))
+                    stored += 1
+            assert isinstance(refused.value.__cause__, redis.exceptions.OutOfMemoryError)
+            assert stored >= 1 and await api.depth() == stored  # the refused job left nothing behind
+        finally:
+            await api.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        client.config_set("maxmemory", 0)
+        client.flushall()
