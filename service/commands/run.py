@@ -21,7 +21,7 @@ from service.commands._common import CommandError, load_settings
 from service.config import Settings
 
 if TYPE_CHECKING:
-    from model.pipeline import DehazePipeline
+    from service.worker.runner import Runner
 
 __all__ = ["IMAGE_SUFFIXES", "add_arguments", "find_images", "run"]
 
@@ -87,14 +87,20 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from model.checkpoint import load_pipeline_from_weights
+    from service.worker.runner import Runner
 
-    pipeline = load_pipeline_from_weights(weights).eval()
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    runner = Runner(load_pipeline_from_weights(weights), device=settings.device, dtype=settings.dtype)
+    logger.info("running on %s (%s)", runner.device, runner.dtype)
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []
     failures = 0
     for path, stem in tqdm(list(_output_stems(images)), desc="dehaze", unit="image"):
         try:
-            rows.append(_process(path, stem, pipeline, settings, args))
+            rows.append(_process(path, stem, runner, settings, args))
         except Exception as error:  # one bad file must not stop a folder run
             failures += 1
             logger.error("%s: %s", path, error)
@@ -105,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _process(
-    path: Path, stem: str, pipeline: DehazePipeline, settings: Settings, args: argparse.Namespace
+    path: Path, stem: str, runner: Runner, settings: Settings, args: argparse.Namespace
 ) -> dict[str, object]:
     """Dehaze one file and write its outputs; returns its CSV row."""
     from service import imaging
@@ -114,7 +120,7 @@ def _process(
 
     rgb = imaging.decode_image(path.read_bytes(), settings.max_pixels)
     dehazed, depth = infer_image(
-        pipeline,
+        runner,
         rgb,
         tile_size=settings.tile_size,
         tile_overlap=settings.tile_overlap,
@@ -129,7 +135,7 @@ def _process(
     if args.fade_csv is not None:
         for key, image in (("fade_in", rgb), ("fade_out", dehazed)):
             as_uint8 = Image.fromarray(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8))
-            row[key] = fade_of_array(np.asarray(shrink_for_fade(as_uint8)))
+            row[key] = fade_of_array(np.asarray(shrink_for_fade(as_uint8, settings.density_max_pixels)))
     return row
 
 
