@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 from tqdm import tqdm
@@ -69,11 +70,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds ``--config`` and ``--resume`` to the ``dehaze train`` parser."""
     parser.add_argument("--config", required=True, type=Path, help="training YAML (see training/configs/)")
     parser.add_argument("--resume", action="store_true", help="continue from run_dir/last.pt")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, dotted keys, YAML values (e.g. --set formulation=joint --set data.crop=128)",
+    )
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict:
+    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}`` (values parsed as YAML).
+
+    Raises:
+        ValueError: A pair without ``=`` or with an empty key.
+    """
+    out: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or "" in key.split("."):
+            raise ValueError(f"--set expects KEY=VALUE with a dotted key, got {pair!r}")
+        *parents, leaf = key.split(".")
+        node = out
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     """Runs training from parsed arguments; returns the exit code."""
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, parse_overrides(args.set))
     Trainer(cfg, resume=args.resume).train()
     return 0
 

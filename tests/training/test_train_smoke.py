@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from training.config import REPO_ROOT, load_config
-from training.train import Trainer, main
+from training.train import Trainer, main, parse_overrides
 
 SMOKE = REPO_ROOT / "training" / "configs" / "tiny_smoke.yaml"
 
@@ -71,6 +71,22 @@ def test_joint_formulation_updates_both(tmp_path: Path, sots_small: Path) -> Non
     losses = trainer.train()
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
     assert _changed(phi0, trainer.phi) and _changed(psi0, trainer.psi)
+
+
+def test_set_overrides_the_config_from_the_command_line(tmp_path: Path, sots_small: Path) -> None:
+    assert parse_overrides(["formulation=joint", "data.crop=48", "optim.betas=[0.5, 0.9]"]) == {
+        "formulation": "joint",
+        "data": {"crop": 48},
+        "optim": {"betas": [0.5, 0.9]},
+    }
+    for bad in ("formulation", "=x", "data..crop=1"):
+        with pytest.raises(ValueError, match="KEY=VALUE"):
+            parse_overrides([bad])
+    run_dir = tmp_path / "joint_run"
+    argv = ["--config", str(_config_file(tmp_path, sots_small)), "--set", "formulation=joint"]
+    assert main([*argv, "--set", f"run_dir={run_dir}", "--set", "max_steps=1", "--set", "val_every=1"]) == 0
+    written = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert written["formulation"] == "joint" and written["max_steps"] == 1
 
 
 def test_config_rejects_unknown_keys(tmp_path: Path, sots_small: Path) -> None:
