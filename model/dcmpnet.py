@@ -128,12 +128,16 @@ class WindowAttention(nn.Module):
         self.meta = nn.Sequential(nn.Linear(2, 256), nn.ReLU(inplace=True), nn.Linear(256, num_heads))
 
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
-        """Attention over windows; ``qkv`` is (windows·N)×tokens×3C, returns windows×tokens×C."""
+        """Attention over windows; ``qkv`` is (windows·N)×tokens×3C, returns windows×tokens×C.
+
+        ``softmax(q·kᵀ·scale + bias)·v`` through ``scaled_dot_product_attention`` with the bias as an additive mask:
+        a fused kernel (CPU and CUDA) that never holds every window's tokens×tokens matrix at once. Written out, two
+        copies of that matrix were most of the peak memory of a full-resolution stage (tests/benchmarks).
+        """
         qkv = qkv.reshape(-1, self.tokens, 3, self.num_heads, self.dim // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]
-        bias = self.meta(self.relative_positions).permute(2, 0, 1)
-        attn = torch.softmax(q @ k.transpose(-2, -1) + bias.unsqueeze(0), dim=-1)
-        return (attn @ v).transpose(1, 2).reshape(-1, self.tokens, self.dim)
+        bias = self.meta(self.relative_positions).permute(2, 0, 1).unsqueeze(0).to(qkv.dtype)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=bias, scale=self.scale)
+        return out.transpose(1, 2).reshape(-1, self.tokens, self.dim)
 
 
 def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
@@ -351,24 +355,33 @@ class MSAAM(nn.Module):
     def __init__(self, dims: tuple[int, int, int], hidden: int, legacy: bool = False) -> None:
         super().__init__()
         total = sum(dims)
+        self._offsets = (0, dims[0], dims[0] + dims[1], total)  # channel ranges of x1, x2, x3 in the fused input
         self.ca = nn.Sequential(nn.Conv2d(total, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, 3, 1))
         self.fuse_conv1: nn.Sequential | None = _fuse_head(total, dims[0], 3, 1, 1) if legacy else None
         self.fuse_conv2 = _fuse_head(total, dims[1], 3, 2, 1)
         self.fuse_conv3 = _fuse_head(total, dims[2], 5, 4, 1)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, x3: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the fused features at H/2 and H/4 (H a multiple of 4)."""
+        """Returns the fused features at H/2 and H/4 (H a multiple of 4).
+
+        The full-resolution concatenation is never built: a convolution over concatenated channels is the sum of
+        convolutions of each part with its slice of the weights, so each scaled, upsampled input is convolved by
+        both heads and dropped in turn. Built at once, that concatenation and its inputs were the largest tensors
+        of the whole pipeline and set its peak memory (tests/benchmarks/bench_memory.py).
+        """
         pooled = torch.cat([x.mean(dim=(2, 3), keepdim=True) for x in (x1, x2, x3)], dim=1)
         w = self.ca(pooled)
-        fused = torch.cat(
-            [
-                x1 * w[:, 0:1],
-                F.interpolate(x2 * w[:, 1:2], scale_factor=2.0, mode="nearest"),
-                F.interpolate(x3 * w[:, 2:3], scale_factor=4.0, mode="nearest"),
-            ],
-            dim=1,
-        )
-        return self.fuse_conv2(fused), self.fuse_conv3(fused)
+        heads = (cast(nn.Conv2d, self.fuse_conv2[0]), cast(nn.Conv2d, self.fuse_conv3[0]))
+        sums: list[torch.Tensor] = []
+        for index, (x, scale) in enumerate(((x1, 1), (x2, 2), (x3, 4))):
+            part = x * w[:, index : index + 1]
+            if scale > 1:
+                part = F.interpolate(part, scale_factor=float(scale), mode="nearest")
+            channels = slice(self._offsets[index], self._offsets[index + 1])
+            bias = index == 0  # each head's bias is added once
+            outs = [conv._conv_forward(part, conv.weight[:, channels], conv.bias if bias else None) for conv in heads]
+            sums = outs if index == 0 else [total + out for total, out in zip(sums, outs, strict=True)]
+        return self.fuse_conv2[1:](sums[0]), self.fuse_conv3[1:](sums[1])
 
 
 def _conv1x1(in_ch: int, out_ch: int) -> nn.Conv2d:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -69,6 +70,20 @@ def _trace_strict(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptM
     return traced
 
 
+def _channels_last_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with its 4-D weights channels-last (NHWC in memory); the caller's module is untouched.
+
+    Frozen into the artifact, such weights make the convolutions run NHWC throughout, without layout conversions
+    around each one: on the 2-core CPU the small model's artifact ran about 1.3× faster than with NCHW weights
+    (``tests/benchmarks/bench_model.py``), with outputs equal to ~1e-6. Inputs may have either layout.
+    """
+    clone = copy.deepcopy(module)
+    for param in clone.parameters():
+        if param.dim() == 4:
+            param.data = param.data.contiguous(memory_format=torch.channels_last)
+    return clone
+
+
 def export_pipeline(
     pipeline: nn.Module,
     path: str | Path,
@@ -97,7 +112,7 @@ def export_pipeline(
         param = next(iter(pipeline.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
         with torch.inference_mode(False), torch.no_grad(), _jit_deprecation_silenced():
-            frozen = torch.jit.freeze(_trace_strict(pipeline, example.to(device)))
+            frozen = torch.jit.freeze(_trace_strict(_channels_last_copy(pipeline), example.to(device)))
     finally:
         pipeline.train(was_training)
 

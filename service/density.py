@@ -17,10 +17,12 @@ and after dehazing of one image (same size) compare exactly as FADE intends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import math
 import multiprocessing
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -93,9 +95,19 @@ def _to_rgb8(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _ignore_interrupts() -> None:
-    """Pool processes leave Ctrl-C to the parent, which shuts the pool down in order."""
+_POOL_NICENESS = 10  # how much lower the FADE processes' CPU priority is than the service's (os.nice increment)
+
+
+def _init_pool_process() -> None:
+    """Pool processes leave Ctrl-C to the parent, which shuts the pool down in order, and yield the CPU.
+
+    FADE is best-effort work beside the model: on a machine without spare cores its process would take a core from
+    torch's threads and cut inference throughput (tests/benchmarks/bench_fade.py measured 0.56× on 2 cores). At a
+    lower priority it uses only the CPU time the inference leaves; on a machine with spare cores nothing changes.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):  # e.g. a seccomp profile that forbids it: scores still work
+        os.nice(_POOL_NICENESS)
 
 
 class DensityScorer:
@@ -107,7 +119,7 @@ class DensityScorer:
             raise ValueError("density workers must be at least 1")
         self._max_pixels = max_pixels
         self._pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_interrupts
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_pool_process
         )
 
     async def warm_up(self) -> None:

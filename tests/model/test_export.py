@@ -48,6 +48,14 @@ def test_artifact_outputs_follow_the_contract(artifact: Path) -> None:
     assert float(dehazed.min()) >= 0 and float(dehazed.max()) <= 1 and float(depth.max()) <= 1
 
 
+def test_export_leaves_the_callers_pipeline_as_it_was(tiny_pipeline: DehazePipeline, tmp_path: Path) -> None:
+    """The artifact is traced from a channels-last copy; the caller's weights keep their values and layout."""
+    before = {name: (value.clone(), value.stride()) for name, value in tiny_pipeline.state_dict().items()}
+    export_pipeline(tiny_pipeline, tmp_path / "copy.ts.pt")
+    for name, value in tiny_pipeline.state_dict().items():
+        assert torch.equal(value, before[name][0]) and value.stride() == before[name][1], name
+
+
 def test_check_export_detects_a_different_model(tiny_pipeline: DehazePipeline, artifact: Path) -> None:
     torch.manual_seed(1)
     other = build_pipeline("dcmpnet_tiny")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 import time
 
 import numpy as np
@@ -105,3 +106,13 @@ def test_cost_per_megapixel(capsys: pytest.CaptureFixture[str]) -> None:
     with capsys.disabled():
         print(f"\nFADE cost: {per_megapixel:.2f} s per megapixel (512x512 image)")
     assert per_megapixel < 30
+
+
+def test_pool_processes_yield_the_cpu_to_inference() -> None:
+    """FADE runs at a lower priority than the service, so it cannot take cores from the model (bench_fade)."""
+    scorer = DensityScorer(workers=1)
+    try:
+        pool_niceness = scorer._pool.submit(os.nice, 0).result(timeout=120)
+    finally:
+        scorer.close()
+    assert pool_niceness >= min(19, os.nice(0) + 1)

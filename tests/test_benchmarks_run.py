@@ -1,0 +1,127 @@
+"""The benchmarks of ``tests/benchmarks`` still run: each ``main()`` on the tiny model, tiny images, a few seconds.
+
+The figures are not checked (they mean nothing at this size), only that every benchmark finishes, writes its JSON
+document with the expected keys and gives positive numbers. The data is a small folder in the SOTS and real-hazy
+layouts made here, so the test needs neither the shared datasets nor trained weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import REDIS_SERVER
+from tests.service.live_server import tiny_weights
+
+__all__ = ["tiny_weights"]  # the session fixture, re-exported so pytest finds it here
+
+pytestmark = pytest.mark.slow
+
+SMALL_TILES = {"DEHAZE_TILE_SIZE": "64", "DEHAZE_TILE_OVERLAP": "8"}
+
+
+def _textured(height: int, width: int, seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:height, 0:width]
+    base = np.stack([(xs * 7) % 256, (ys * 5) % 256, (xs + ys) % 256], axis=-1) * 0.6
+    return Image.fromarray(np.clip(base + rng.integers(0, 90, base.shape), 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def bench_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two 72×96 SOTS-layout pairs and one real-hazy photo."""
+    root = tmp_path_factory.mktemp("bench_data")
+    for folder in ("sots-indoor-train/hazy", "sots-indoor-train/GT", "real-hazy"):
+        (root / folder).mkdir(parents=True)
+    for index, scene in enumerate(("1400", "1401")):
+        _textured(72, 96, index).save(root / f"sots-indoor-train/GT/{scene}.png")
+        _textured(72, 96, index + 10).save(root / f"sots-indoor-train/hazy/{scene}_1.png")
+    _textured(120, 160, 20).save(root / "real-hazy/scene_input.png")
+    return root
+
+
+def _run(main: Any, out: Path, *argv: str) -> dict[str, Any]:
+    main([*argv, "--threads", "1", "--device", "cpu", "--out", str(out)])
+    document = json.loads(out.read_text())
+    assert {"benchmark", "command", "machine", "config", "results", "targets"} <= set(document)
+    assert document["machine"]["torch_threads"] == 1 and document["machine"]["cpu_cores"] >= 1
+    return document
+
+
+def _positive(row: dict[str, Any], *keys: str) -> None:
+    for key in keys:
+        assert row[key] is not None and row[key] > 0, (key, row)
+
+
+def test_bench_model(tiny_weights: Path, bench_data: Path, tmp_path: Path) -> None:
+    from tests.benchmarks import bench_model
+
+    args = ["--weights", str(tiny_weights), "--data", str(bench_data), "--sizes", "sots", "48x64", "--images", "2"]
+    args += ["--rounds", "1", "--batch-size", "2", "--tile-size", "64", "--tile-overlap", "8"]
+    document = _run(bench_model.main, tmp_path / "model.json", *args)
+    rows = document["results"]["rows"]
+    assert {r["mode"] for r in rows} == {"eager_b1", "traced_b1", "traced_batched", "service_path"}
+    assert len(rows) == 8 and document["config"]["variant"] == "dcmpnet_tiny"
+    for row in rows:
+        _positive(row, "images_per_s", "ratio_vs_eager", "gmac_per_image", "gmac_per_s", "peak_share")
+    assert {t["met"] for t in document["targets"]} <= {True, False}
+
+
+def test_bench_tiling(tiny_weights: Path, bench_data: Path, tmp_path: Path) -> None:
+    from tests.benchmarks import bench_tiling
+
+    args = ["--weights", str(tiny_weights), "--data", str(bench_data), "--images", "2", "--configs", "64:8", "96:0"]
+    rows = _run(bench_tiling.main, tmp_path / "tiling.json", *args)["results"]["rows"]
+    assert [r["config"] for r in rows] == ["whole", "64:8", "96:0"]
+    assert rows[0]["psnr_vs_whole_db"] == 100.0 and rows[1]["pieces"] == 4
+    for row in rows:
+        _positive(row, "s_per_image", "pixel_ratio", "psnr_vs_whole_db", "psnr_vs_gt_db")
+
+
+def test_bench_fade(tiny_weights: Path, bench_data: Path, tmp_path: Path) -> None:
+    from tests.benchmarks import bench_fade
+
+    args = ["--weights", str(tiny_weights), "--data", str(bench_data), "--megapixels", "0.01", "--repeats", "1"]
+    args += ["--images", "1", "--rounds", "1", "--skip-12mp", "--load-megapixels", "0.01"]
+    results = _run(bench_fade.main, tmp_path / "fade.json", *args)["results"]
+    _positive(results["cost"][0], "seconds", "s_per_megapixel")
+    _positive(results["throughput"], "images_per_s_alone", "images_per_s_with_fade", "ratio_with_to_without")
+
+
+def test_bench_service(tiny_weights: Path, bench_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.benchmarks import bench_service
+
+    for name, value in SMALL_TILES.items():
+        monkeypatch.setenv(name, value)  # the servers and this process read the same settings
+    backends = ["embedded", "redis1"] if Path(REDIS_SERVER).exists() else ["embedded"]
+    args = ["--weights", str(tiny_weights), "--data", str(bench_data), "--concurrency", "2", "--requests", "2"]
+    args += ["--overhead-requests", "1", "--parts", "overhead", "backends", "--backends", *backends]
+    results = _run(bench_service.main, tmp_path / "service.json", *args)["results"]
+    overhead = results["overhead"]
+    assert overhead["latency_ms"]["p50_ms"] > 0 and overhead["model_ms"]["p50_ms"] > 0
+    assert "overhead_share" in overhead and overhead["breakdown_ms_p50"]["server_compute"] > 0
+    assert [r["backend"] for r in results["backends"]] == backends
+    for row in results["backends"]:
+        assert row["ok"] == 2
+        _positive(row, "throughput_rps", "p50_ms", "p99_ms", "mean_forward_batch")
+
+
+def test_bench_memory(tiny_weights: Path, bench_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.benchmarks import bench_memory
+
+    for name, value in SMALL_TILES.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DEHAZE_MAX_BATCH_SIZE", "3")
+    args = ["--weights", str(tiny_weights), "--data", str(bench_data), "--upload-size", "160", "120"]
+    args += ["--batch-image-size", "64", "--cases", "upload", "full_batch"]
+    rows = _run(bench_memory.main, tmp_path / "memory.json", *args)["results"]["rows"]
+    assert [r["name"] for r in rows] == ["idle", "upload", "full_batch"]
+    assert all(r["ok"] for r in rows)
+    for row in rows:
+        _positive(row, "peak_rss_mib", "rss_before_mib")
+    assert rows[1]["forwards"] >= 1 and rows[2]["mean_forward_batch"] == 3
