@@ -41,7 +41,11 @@ class Settings(BaseSettings):
     claim_idle_ms: int = Field(default=30000, ge=100, description="idle time after which another worker reclaims a job")
     heartbeat_s: float = Field(default=2.0, gt=0, description="worker heartbeat interval")
     # batching and tiling
-    max_batch_size: int = Field(default=8, ge=1, description="a batch closes when it holds this many tiles")
+    max_batch_size: int = Field(
+        default=2,
+        ge=1,
+        description="a batch closes when it holds this many tiles (2 suits a CPU; 8 or more a GPU)",
+    )
     max_batch_wait_ms: float = Field(default=10.0, ge=0, description="... or when its oldest job has waited this long")
     tile_size: int = Field(default=512, ge=64, description="images larger than this on a side are cut into tiles")
     tile_overlap: int = Field(default=64, ge=0, description="overlap between neighbouring tiles (blended)")
