@@ -51,3 +51,21 @@ def sots_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 im.crop(box).save(out)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, sots_small: Path) -> Path:
+    """``last.pt`` of a two-step run of the real training loop (tiny variant, ``tiny_smoke.yaml`` on sots_small)."""
+    import yaml
+
+    from training.config import REPO_ROOT, load_config
+    from training.train import Trainer
+
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    raw = yaml.safe_load((REPO_ROOT / "training" / "configs" / "tiny_smoke.yaml").read_text())
+    raw.update(run_dir=str(run_dir), max_steps=2, val_every=2)
+    raw["data"].update(root=str(sots_small), val_scenes=["1402"])
+    path = run_dir / "cfg.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    Trainer(load_config(path)).train()
+    return run_dir / "last.pt"

@@ -10,27 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from tests.training.conftest import write_rgb
-from training.config import REPO_ROOT, load_config
 from training.evaluate import evaluate, run
-from training.train import Trainer
 
 KEYS = {"psnr", "ssim", "fade_in", "fade_out", "n_images", "depth_absrel", "depth_delta1", "method", "weights"}
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory, sots_small: Path) -> Path:
-    """A checkpoint of the tiny variant after one training step."""
-    run_dir = tmp_path_factory.mktemp("run")
-    raw = yaml.safe_load((REPO_ROOT / "training" / "configs" / "tiny_smoke.yaml").read_text())
-    raw.update(run_dir=str(run_dir), max_steps=1, val_every=1)
-    raw["data"].update(root=str(sots_small), val_scenes=["1402"])
-    path = run_dir / "cfg.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    Trainer(load_config(path)).train()
-    return run_dir / "last.pt"
 
 
 def _rows(out: Path) -> list[dict]:
@@ -38,11 +22,11 @@ def _rows(out: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_network_on_two_scenes(tmp_path: Path, sots_small: Path, tiny_weights: Path) -> None:
+def test_network_on_two_scenes(tmp_path: Path, sots_small: Path, tiny_checkpoint: Path) -> None:
     out = tmp_path / "net"
     args = Namespace(
         data=sots_small,
-        weights=tiny_weights,
+        weights=tiny_checkpoint,
         baseline=None,
         out=out,
         save_images=True,

@@ -4,34 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
-import yaml
 
 from model.checkpoint import load_checkpoint
 from service.cli import main as cli_main
-from training.config import REPO_ROOT, load_config
-from training.train import Trainer
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, sots_small: Path) -> Path:
-    """``last.pt`` of a two-step tiny training run."""
-    run_dir = tmp_path_factory.mktemp("run")
-    raw = yaml.safe_load((REPO_ROOT / "training" / "configs" / "tiny_smoke.yaml").read_text())
-    raw.update(run_dir=str(run_dir), max_steps=2, val_every=2)
-    raw["data"].update(root=str(sots_small), val_scenes=["1402"])
-    path = run_dir / "cfg.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    Trainer(load_config(path)).train()
-    return run_dir / "last.pt"
-
-
-def test_release_drops_training_state_and_keeps_outputs(tmp_path: Path, trained: Path) -> None:
+def test_release_drops_training_state_and_keeps_outputs(tmp_path: Path, tiny_checkpoint: Path) -> None:
     out = tmp_path / "weights.pt"
-    assert cli_main(["release", "--checkpoint", str(trained), "--out", str(out), "--meta", "hardware=test cpu"]) == 0
-    released, source = load_checkpoint(out), load_checkpoint(trained)
-    assert "extra" not in released.raw and out.stat().st_size < trained.stat().st_size
+    argv = ["release", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--meta", "hardware=test cpu"]
+    assert cli_main(argv) == 0
+    released, source = load_checkpoint(out), load_checkpoint(tiny_checkpoint)
+    assert "extra" not in released.raw and out.stat().st_size < tiny_checkpoint.stat().st_size
     meta = released.metadata
     assert meta["step"] == 2 and meta["hardware"] == "test cpu" and meta["config"]["variant"] == "dcmpnet_tiny"
     assert meta["train_wall_seconds"] >= 0 and "psnr" in meta
