@@ -41,13 +41,13 @@ class Settings(BaseSettings):
     claim_idle_ms: int = Field(default=30000, ge=100, description="idle time after which another worker reclaims a job")
     heartbeat_s: float = Field(default=2.0, gt=0, description="worker heartbeat interval")
     # batching and tiling
-    max_batch_size: int = Field(
-        default=2,
+    max_batch_size: int | None = Field(
+        default=None,
         ge=1,
-        description="a batch closes when it holds this many tiles (2 suits a CPU; 8 or more a GPU)",
+        description="a batch closes when it holds this many tiles; unset: 8 on CUDA, 1 on the CPU",
     )
     max_batch_wait_ms: float = Field(default=10.0, ge=0, description="... or when its oldest job has waited this long")
-    tile_size: int = Field(default=512, ge=64, description="images larger than this on a side are cut into tiles")
+    tile_size: int = Field(default=640, ge=64, description="images larger than this on a side are cut into tiles")
     tile_overlap: int = Field(default=64, ge=0, description="overlap between neighbouring tiles (blended)")
     bucket_multiple: int = Field(
         default=32, ge=4, description="images are padded up to a multiple of this to share a batch"
@@ -85,6 +85,17 @@ class Settings(BaseSettings):
         if self.tile_size % self.bucket_multiple:
             raise ValueError("tile_size must be a multiple of bucket_multiple")
         return self
+
+    def batch_size_on(self, device_type: str) -> int:
+        """``max_batch_size``, or the measured default for the device when unset.
+
+        On the CPU a batch of several tiles is no faster per image than one tile at a time and multiplies the
+        peak memory (tests/benchmarks/bench_model.py, bench_memory.py), so the CPU default is 1; a GPU needs
+        batches to fill its cores.
+        """
+        if self.max_batch_size is not None:
+            return self.max_batch_size
+        return 8 if device_type == "cuda" else 1
 
     def weights_path(self) -> Path:
         """The checkpoint to serve: ``weights``, or the shipped weights when unset."""

@@ -125,7 +125,7 @@ def _process(
         tile_size=settings.tile_size,
         tile_overlap=settings.tile_overlap,
         bucket_multiple=settings.bucket_multiple,
-        max_batch_size=settings.max_batch_size,
+        max_batch_size=settings.batch_size_on(runner.device.type),
     )
     out = args.out / f"{stem}{_EXTENSIONS[args.format]}"
     out.write_bytes(imaging.encode_image(dehazed, args.format, settings.default_quality))

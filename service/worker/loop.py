@@ -139,6 +139,7 @@ class Worker:
         self.queue = queue
         self.settings = settings
         self.runner = runner
+        self.max_batch_size = settings.batch_size_on(runner.device.type)
         self.observer: WorkerObserver = observer or NullObserver()
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.clock = clock
@@ -214,7 +215,7 @@ class Worker:
             cost=self._cost,
             submitted_at=lambda job: job.enqueued_at,
             clock=self.clock,
-            max_batch_size=self.settings.max_batch_size,
+            max_batch_size=self.max_batch_size,
             max_batch_wait_s=self.settings.max_batch_wait_ms / 1000.0,
             block_ms=_TAKE_BLOCK_MS,
         )
@@ -247,7 +248,7 @@ class Worker:
         pieces = [(work, piece) for work in works for piece in work.plan.pieces]
         waits = [max(0.0, started - work.job.enqueued_at) for work in works]
         total_compute = 0.0
-        forwards = group_by_shape(pieces, lambda item: item[1].shape, self.settings.max_batch_size)
+        forwards = group_by_shape(pieces, lambda item: item[1].shape, self.max_batch_size)
         for index, group in enumerate(forwards):
             seconds = await self._forward(group, waits if index == 0 else [])
             total_compute += seconds

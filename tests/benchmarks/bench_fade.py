@@ -115,7 +115,7 @@ async def _infer_all(runner: Runner, images: list[np.ndarray], settings: Setting
     for image in images:
         await asyncio.to_thread(
             infer_image, runner, image, settings.tile_size, settings.tile_overlap, settings.bucket_multiple,
-            settings.max_batch_size,
+            settings.batch_size_on(runner.device.type),
         )  # fmt: skip
     common.sync(runner.device)
     return time.perf_counter() - started

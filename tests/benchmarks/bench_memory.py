@@ -8,11 +8,11 @@ requests surely share one batch) runs as a child process. Before each case its p
 peak, model and runtime included. Cases:
 
     ``idle``: after start and warm-up.
-    ``upload``: one 4000×3000 JPEG (a real hazy photograph resized) to ``POST /dehaze``, PNG back: decode, 63 tiles
-        of 512² in forwards of ``max_batch_size``, stitching, encoding.
+    ``upload``: one 4000×3000 JPEG (a real hazy photograph resized) to ``POST /dehaze``, PNG back: decode, the tiles
+        of ``DEHAZE_TILE_SIZE``² in forwards of ``max_batch_size``, stitching, encoding.
     ``upload_json``: the same with ``?response=json`` (adds the depth map and FADE before and after, computed in
         the FADE pool, whose processes' peaks are reported separately).
-    ``full_batch``: ``max_batch_size`` concurrent 512×512 uploads (one tile each), which the worker takes as one
+    ``full_batch``: ``max_batch_size`` concurrent tile-size uploads (one tile each), which the worker takes as one
         batch; the mean forward batch size from the worker's metrics shows it.
 ``--max-batch-sizes 8 4 2`` repeats the cases with one deployment per ``DEHAZE_MAX_BATCH_SIZE``: the forward of a
 full batch of 512² tiles dominates the peak, so this is the setting that bounds memory.
@@ -57,8 +57,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--max-batch-sizes",
         type=int,
         nargs="+",
-        default=[Settings().max_batch_size],
-        help="one deployment per value of DEHAZE_MAX_BATCH_SIZE (default: the service's default)",
+        default=None,
+        help="one deployment per value of DEHAZE_MAX_BATCH_SIZE (default: the service's default on the device)",
     )
     parser.add_argument("--startup-timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
@@ -160,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     device = common.setup_torch(args.threads, args.device)
     machine = common.machine_info(device, args.threads)
     settings = Settings()
+    if args.max_batch_sizes is None:
+        args.max_batch_sizes = [settings.batch_size_on(device.type)]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
         artifact = ensure_artifact(args.weights, Path(tmp) / f"{args.weights.stem}.ts.pt")

@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from model.export import ensure_artifact
 from service.config import Settings
 from service.imaging import decode_image
@@ -57,7 +59,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--image", type=Path, help="image to upload (default: the first SOTS hazy scene)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4], help="clients (default 1 4)")
     parser.add_argument("--requests", type=int, default=12, help="timed requests per configuration (default 12)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, defaults.max_batch_size])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--batch-waits-ms", type=float, nargs="+", default=[0.0, defaults.max_batch_wait_ms, 50.0])
     parser.add_argument("--backends", nargs="+", choices=sorted(BACKENDS), default=list(BACKENDS))
     parser.add_argument("--overhead-requests", type=int, default=5, help="sequential requests of the overhead part")
@@ -65,7 +67,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--startup-timeout", type=float, default=600.0, help="seconds a deployment may take to start")
     args = parser.parse_args(argv)
     args.parts = args.parts or ["overhead", "sweep", "backends"]
-    args.default_batch = (defaults.max_batch_size, defaults.max_batch_wait_ms)
+    device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    args.default_batch = (defaults.batch_size_on(device), defaults.max_batch_wait_ms)
     return args
 
 
@@ -100,7 +103,7 @@ def model_seconds(runner: Runner, image: Any, settings: Settings) -> float:
     """Forward time of one image through the worker path: its pieces grouped by shape, ``run_items`` each."""
     plan = ImagePlan(image, settings.tile_size, settings.tile_overlap, settings.bucket_multiple)
     total = 0.0
-    for group in group_by_shape(plan.pieces, lambda p: p.shape, settings.max_batch_size):
+    for group in group_by_shape(plan.pieces, lambda p: p.shape, settings.batch_size_on(runner.device.type)):
         items = [piece.pixels(image) for piece in group]
         _, seconds = common.timed(lambda items=items: runner.run_items(items), runner.device)
         total += seconds

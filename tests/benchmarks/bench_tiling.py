@@ -49,10 +49,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--configs",
         nargs="+",
-        default=[service, "640:64", "256:0", "256:32", "256:64"],
+        default=list(dict.fromkeys([service, "512:64", "640:64", "256:32", "256:64"])),
         help=f"TILE:OVERLAP pairs; the first is the one checked against the target (default {service} first)",
     )
-    parser.add_argument("--batch-size", type=int, default=defaults.max_batch_size)
+    parser.add_argument("--batch-size", type=int, default=None, help="tiles a forward (default: the service's)")
     parser.add_argument("--bucket-multiple", type=int, default=defaults.bucket_multiple)
     args = parser.parse_args(argv)
     try:
@@ -79,7 +79,8 @@ def run(runner: Runner, images: list[np.ndarray], args: argparse.Namespace) -> d
             dehazed, depth = runner.forward(image[None])
             return dehazed[0], depth[0, :, :, 0]
         tile, overlap = args.pairs[args.configs.index(name)]
-        return infer_image(runner, image, tile, overlap, args.bucket_multiple, args.batch_size)
+        batch = args.batch_size or Settings().batch_size_on(runner.device.type)
+        return infer_image(runner, image, tile, overlap, args.bucket_multiple, batch)
 
     for name in names:  # warm-up: the TorchScript executor specialises on each new shape
         one(name, images[0])
@@ -165,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "tiles_per_config": {
             c: len(plan_tiles(height, width, *p)) for c, p in zip(args.configs, args.pairs, strict=True)
         },
-        "batch_size": args.batch_size,
+        "batch_size": args.batch_size or Settings().batch_size_on(device.type),
         "bucket_multiple": args.bucket_multiple,
         "reference": "whole image, TorchScript artifact, batch 1",
     }

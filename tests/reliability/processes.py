@@ -63,6 +63,7 @@ def service_env(tiny_model: tuple[Path, Path], **settings: object) -> dict[str, 
         "tile_size": 128,
         "tile_overlap": 16,
         "worker_metrics_port": 0,
+        "max_batch_size": 4,
         "log_level": "INFO",  # the tests read INFO lines of the logs (batches, reclaimed jobs)
         **settings,
     }

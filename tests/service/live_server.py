@@ -92,6 +92,7 @@ def model_settings(tiny_model: tuple[Path, Path], **overrides: object) -> Settin
         "torch_threads": 1,
         "tile_size": 128,
         "tile_overlap": 16,
+        "max_batch_size": 4,
         **overrides,
     }
     return Settings(**values)  # type: ignore[arg-type]
