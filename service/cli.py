@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from model.allocator import tune_for_inference
+
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
 # name -> (module path, one-line help)
@@ -58,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if level not in logging.getLevelNamesMapping():
         parser.error(f"unknown log level {level!r} (from --log-level or DEHAZE_LOG_LEVEL)")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tune_for_inference()  # before the subcommand starts any thread
     return int(_load(args.command).run(args) or 0)
 
 

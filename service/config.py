@@ -73,6 +73,11 @@ class Settings(BaseSettings):
         default="INFO", description="logging level of every dehaze command (the --log-level flag wins)"
     )
 
+    malloc_tuning: bool = Field(
+        default=True,
+        description="glibc malloc settings for inference (model.allocator), applied by every dehaze command at start",
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:

@@ -110,9 +110,7 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _process(
-    path: Path, stem: str, runner: Runner, settings: Settings, args: argparse.Namespace
-) -> dict[str, object]:
+def _process(path: Path, stem: str, runner: Runner, settings: Settings, args: argparse.Namespace) -> dict[str, object]:
     """Dehaze one file and write its outputs; returns its CSV row."""
     from service import imaging
     from service.density import fade_of_array, shrink_for_fade

@@ -8,7 +8,10 @@ TorchScript executor specialises on its first calls). Reported per mode: the med
 and the ratio to the baseline, the median of the per-round ratios.
 
 Modes (the timed region of each is host float array in -> host float array out, so copies count everywhere):
-    ``eager_b1``: the authors' protocol (DCMPNET.md §4): the eager pipeline, batch 1, fp32, under ``no_grad``.
+    ``eager_b1``: the authors' protocol (DCMPNET.md §4): the eager pipeline, batch 1, fp32, under ``no_grad``,
+        in a child process with glibc's default malloc (``tests.benchmarks.baseline``).
+    ``eager_b1_tuned``: the same in this process, under the service's malloc settings (``model.allocator``),
+        which every mode below uses too: it splits the gain into the allocator's and the tracing's share.
     ``traced_b1``: the TorchScript artifact (``model.export``), batch 1, through the worker's ``Runner``.
     ``traced_batched``: the artifact on batches of ``--batch-size`` whole images (same-size images stack).
     ``service_path``: exactly what the worker does with these images: ``ImagePlan`` (tiles of ``tile_size`` or
@@ -40,14 +43,15 @@ import torch
 
 from model.summary import pipeline_gmac
 from service.config import Settings
-from service.imaging import from_tensor, to_tensor
 from service.worker.batching import group_by_shape
 from service.worker.plan import ImagePlan
 from service.worker.runner import Runner
 from tests.benchmarks import common
+from tests.benchmarks.baseline import BaselineProcess, eager_one_at_a_time
 from training.metrics import mean_finite_psnr, psnr
 
 BASELINE = "eager_b1"
+TUNED_EAGER = "eager_b1_tuned"
 LARGE_PIXELS = 1_000_000  # sizes above this take --large-images scenes
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 _TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -87,17 +91,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 # -- the modes ---------------------------------------------------------------------------------------------------
 def eager_b1(pipeline: torch.nn.Module, device: torch.device) -> ModeFn:
-    """The authors' protocol: one image per forward, eager, fp32, ``no_grad``."""
-
-    def run(images: Images) -> Images:
-        outputs = []
-        with torch.no_grad():
-            for image in images:
-                dehazed, _ = pipeline(to_tensor(image).to(device))
-                outputs.append(from_tensor(dehazed)[0])
-        return outputs
-
-    return run
+    """The authors' protocol in this process (so under the service's malloc settings)."""
+    return lambda images: eager_one_at_a_time(pipeline, images, device)
 
 
 def traced_batched(runner: Runner, batch_size: int) -> ModeFn:
@@ -131,19 +126,27 @@ def service_path(runner: Runner, batch_size: int, tile_size: int, overlap: int, 
 
 
 def build_modes(
-    pipeline: torch.nn.Module, artifact: Path, device: torch.device, args: argparse.Namespace
+    pipeline: torch.nn.Module, artifact: Path, device: torch.device, baseline: ModeFn, args: argparse.Namespace
 ) -> dict[str, ModeFn]:
-    """The baseline plus, per dtype, the three traced modes (names get ``[dtype]`` when not fp32)."""
-    modes: dict[str, ModeFn] = {BASELINE: eager_b1(pipeline, device)}
+    """The baseline, the eager path in this process, and per dtype the three traced modes.
+
+    Names get ``[dtype]`` when not fp32. The baseline is a ``BaselineProcess`` (glibc's default malloc, as the
+    authors' script would run); every other mode runs here under the service's settings (``model.allocator``),
+    so ``eager_b1_tuned`` separates the allocator's share of the gain from the tracing's.
+    """
+    modes: dict[str, ModeFn] = {BASELINE: baseline, TUNED_EAGER: eager_b1(pipeline, device)}
     for dtype in args.dtypes:
         runner = Runner.from_artifact(artifact, device=str(device), dtype=DTYPE_NAMES[dtype])
         suffix = "" if dtype == "fp32" else f"[{dtype}]"
-        modes[f"traced_b1{suffix}"] = traced_batched(runner, 1)
-        modes[f"traced_batched{suffix}"] = traced_batched(runner, args.batched_size)
         service_batch = args.batch_size or Settings().batch_size_on(device.type)
-        modes[f"service_path{suffix}"] = service_path(
-            runner, service_batch, args.tile_size, args.tile_overlap, args.bucket_multiple
-        )
+        traced = {
+            f"traced_b1{suffix}": traced_batched(runner, 1),
+            f"traced_batched{suffix}": traced_batched(runner, args.batched_size),
+            f"service_path{suffix}": service_path(
+                runner, service_batch, args.tile_size, args.tile_overlap, args.bucket_multiple
+            ),
+        }
+        modes.update(traced)
     return modes
 
 
@@ -169,6 +172,7 @@ def run_rounds(modes: dict[str, ModeFn], images: Images, rounds: int, device: to
     for round_index in range(rounds + 1):
         for name, mode in modes.items():
             result, elapsed = common.timed(lambda mode=mode: mode(images), device)
+            elapsed = getattr(mode, "last_seconds", elapsed)  # a child process's own forward time
             if round_index > 0:
                 seconds[name].append(elapsed)
             outputs[name] = result
@@ -236,15 +240,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print("bf16/fp16 are CUDA-only in the worker; timing fp32 only", file=sys.stderr)
         args.dtypes = ["fp32"]
     machine = common.machine_info(device, args.threads)
+    torch.manual_seed(0)  # as BaselineProcess does: the same random-initialised weights in both processes
     pipeline, source = common.load_pipeline(args.weights, args.variant)
     pipeline = pipeline.to(device).eval()
     peaks = {d: args.peak_tflops or measured_peak_tflops(device, d) for d in args.dtypes}
     scenes = common.load_sots(args.data, max(args.images, args.large_images))
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="bench_model_") as tmp:
+    baseline = BaselineProcess(args.weights, args.variant, args.threads, device)
+    with tempfile.TemporaryDirectory(prefix="bench_model_") as tmp, contextlib.closing(baseline):
         artifact = common.export_traced(pipeline.cpu(), Path(tmp), source["variant"])
         pipeline = pipeline.to(device)
-        modes = build_modes(pipeline, artifact, device, args)
+        modes = build_modes(pipeline, artifact, device, baseline, args)
         for text in args.sizes:
             size = common.parse_size(text)
             large = size is not None and size[0] * size[1] > LARGE_PIXELS

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from model.allocator import ENV_SWITCH, tune_for_inference
 from model.checkpoint import DEFAULT_WEIGHTS, load_pipeline_from_weights
 from model.export import export_pipeline
 from model.pipeline import DehazePipeline, build_pipeline
@@ -90,6 +91,7 @@ def setup_torch(threads: int, device: str) -> torch.device:
     if threads < 1:
         raise ValueError(f"--threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)
+    tune_for_inference()  # as the ``dehaze`` command does for the service
     return resolve_device(device)
 
 
@@ -125,6 +127,7 @@ def machine_info(device: torch.device, threads: int) -> dict[str, Any]:
         "cuda_device_name": torch.cuda.get_device_name(device) if cuda else None,
         "cuda_version": torch.version.cuda if cuda else None,
         "loadavg_start": loadavg(),
+        "malloc": os.environ.get(ENV_SWITCH, "1") + f" ({ENV_SWITCH}; 1 = model.allocator settings)",
     }
 
 
