@@ -5,9 +5,11 @@
 The embedded service (``dehaze serve``, default settings except a long ``max_batch_wait_ms`` so that concurrent
 requests surely share one batch) runs as a child process. Before each case its peak RSS (``VmHWM`` in
 ``/proc/PID/status``) is reset to its current RSS (``/proc/PID/clear_refs``), so each figure is that case's own
-peak, model and runtime included. Cases:
+peak, model and runtime included. Each case also gets a service process of its own: the ``dehaze`` command tunes
+glibc malloc to keep freed buffers for reuse (``model.allocator``), so after one case the RSS stays near that case's
+peak and a later case in the same process could not show a lower one. Cases:
 
-    ``idle``: after start and warm-up.
+    ``idle``: after start and warm-up (of the first case's process).
     ``upload``: one 4000×3000 JPEG (a real hazy photograph resized) to ``POST /dehaze``, PNG back: decode, the tiles
         of ``DEHAZE_TILE_SIZE``² in forwards of ``max_batch_size``, stitching, encoding.
     ``upload_json``: the same with ``?response=json`` (adds the depth map and FADE before and after, computed in
@@ -16,7 +18,7 @@ peak, model and runtime included. Cases:
         batch; the mean forward batch size from the worker's metrics shows it.
 ``--max-batch-sizes 8 4 2`` repeats the cases with one deployment per ``DEHAZE_MAX_BATCH_SIZE``: the forward of a
 full batch of 512² tiles dominates the peak, so this is the setting that bounds memory.
-On CUDA the worker's ``dehaze_gpu_memory_bytes{kind="max_allocated"}`` is reported too (cumulative over the cases).
+On CUDA the worker's ``dehaze_gpu_memory_bytes{kind="max_allocated"}`` is reported too (warm-up included).
 Target (CPU): the 12-megapixel upload served with a peak RSS under 2 GiB.
 """
 
@@ -120,8 +122,10 @@ def _post(url: str, payload: bytes, query: str = "") -> bool:
     return httpx.post(f"{url}/dehaze{query}", files=files, timeout=REQUEST_TIMEOUT_S).status_code == 200
 
 
-def run_cases(service: ServiceProcesses, args: argparse.Namespace, batch_size: int) -> list[dict[str, Any]]:
-    """Idle, then every case asked for, each with its own reset peak."""
+def run_cases(
+    service: ServiceProcesses, args: argparse.Namespace, batch_size: int, names: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Idle, then the cases ``names``, each with its own reset peak."""
     width, height = args.upload_size
     big = _jpeg(args, width, height)
     side = args.batch_image_size
@@ -134,7 +138,7 @@ def run_cases(service: ServiceProcesses, args: argparse.Namespace, batch_size: i
         ),
     }
     rows = [{"case": "idle", "name": "idle", **measure_case(service, lambda: True)}]
-    for name in args.cases:
+    for name in names:
         label = f"{name} {width}x{height}" if name.startswith("upload") else f"{name} {batch_size}x {side}x{side}"
         rows.append({"case": label, "name": name, **measure_case(service, cases[name])})
         print(f"  {label}: peak {rows[-1]['peak_rss_mib']:.0f} MiB", file=sys.stderr, flush=True)
@@ -174,8 +178,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "DEHAZE_MAX_BATCH_WAIT_MS": "2000",
                 "DEHAZE_REQUEST_TIMEOUT_S": str(REQUEST_TIMEOUT_S),
             }
-            with running_service("embedded", env, args.threads, args.startup_timeout) as service:
-                rows += [{"max_batch_size": batch_size, **row} for row in run_cases(service, args, batch_size)]
+            for index, name in enumerate(args.cases):  # a fresh process per case: see the module docstring
+                with running_service("embedded", env, args.threads, args.startup_timeout) as service:
+                    case_rows = run_cases(service, args, batch_size, [name])
+                rows += [{"max_batch_size": batch_size, **row} for row in case_rows[(1 if index else 0) :]]
     print(common.format_table(rows, COLUMNS, title="server process memory (embedded: API + worker):"))
     megapixels = args.upload_size[0] * args.upload_size[1] / 1e6
     targets = [
@@ -195,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "max_batch_sizes": args.max_batch_sizes,
         "tile_size": settings.tile_size,
         "tile_overlap": settings.tile_overlap,
-        "peak": "VmHWM of the server process, reset before each case via /proc/PID/clear_refs",
+        "peak": "VmHWM of a fresh server process per case, reset before the case via /proc/PID/clear_refs",
     }
     notes = [] if common.reset_peak_rss() else ["VmHWM could not be reset here: peaks are since process start"]
     common.write_report(args.out, "memory", machine, config, {"rows": rows}, targets, notes)
