@@ -126,12 +126,22 @@ class DensityScorer:
         self._pool = ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_pool_process
         )
+        self.warmed = False
 
     async def warm_up(self) -> None:
-        """Start the pool's processes and load FADE's reference models, so the first request is not slow."""
+        """Start the pool's processes and load FADE's reference models, so the first request is not slow.
+
+        ``warmed`` is set when this ends, also when it fails (logged): /readyz waits for it, and a pool that cannot
+        score answers each density request with its own error instead of keeping the whole service unready.
+        """
         started = time.perf_counter()
-        await self.score_array(np.full((16, 16, 3), 128, dtype=np.uint8))
-        logger.info("density pool ready in %.2f s", time.perf_counter() - started)
+        try:
+            await self.score_array(np.full((16, 16, 3), 128, dtype=np.uint8))
+            logger.info("density pool ready in %.2f s", time.perf_counter() - started)
+        except Exception:
+            logger.exception("the density pool failed its warm-up")
+        finally:
+            self.warmed = True
 
     async def score_bytes(self, data: bytes) -> float:
         """FADE of an encoded image, computed in the pool."""

@@ -120,3 +120,31 @@ def test_pool_processes_yield_the_cpu_to_inference() -> None:
     assert pool_niceness >= min(19, os.nice(0) + 1)
     if sys.platform == "linux":
         assert policy == os.SCHED_IDLE
+
+
+def test_readiness_waits_for_the_pool_and_a_failed_warm_up_does_not_block_it() -> None:
+    from service.api.routes.health import readiness
+    from service.api.state import Services
+    from service.config import Settings
+    from service.queue.memory import MemoryQueue
+
+    async def check() -> tuple[list[str], list[str], bool]:
+        queue = MemoryQueue(max_length=4)
+        await queue.heartbeat("w1")
+        scorer = DensityScorer(workers=1)
+        services = Services(settings=Settings(), queue=queue, density=scorer)
+        try:
+            cold = (await readiness(services)).reasons
+            await scorer.warm_up()
+            warm = (await readiness(services)).reasons
+        finally:
+            scorer.close()
+        broken = DensityScorer(workers=1)
+        broken.close()  # a pool that cannot score: its warm-up fails, and is logged
+        await broken.warm_up()
+        return cold, warm, broken.warmed
+
+    cold, warm, broken_warmed = asyncio.run(check())
+    assert cold == ["the FADE pool is still starting"]
+    assert warm == []
+    assert broken_warmed

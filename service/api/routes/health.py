@@ -31,7 +31,7 @@ async def healthz() -> dict[str, str]:
     summary="Readiness",
 )
 async def readyz(services: ServicesDep) -> JSONResponse:
-    """200 when the queue is reachable, at least one worker is alive and (embedded) the model is warmed; else 503."""
+    """200 when the queue answers, a worker is alive, the FADE pool has started and (embedded) the model is warm."""
     report = await readiness(services)
     return JSONResponse(report.model_dump(), status_code=200 if report.ready else 503)
 
@@ -44,6 +44,8 @@ async def readiness(services: Services) -> ReadinessResponse:
             reasons.append(f"the in-process worker stopped: {services.worker_error}")
         elif services.worker_ready is None or not services.worker_ready.is_set():
             reasons.append("the in-process worker is still loading and warming the model")
+    if not services.density.warmed:
+        reasons.append("the FADE pool is still starting")
     alive = depth = 0
     try:
         async with asyncio.timeout(_PROBE_TIMEOUT_S):
