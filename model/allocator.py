@@ -21,6 +21,8 @@ import logging
 import os
 import platform
 
+from pydantic import TypeAdapter, ValidationError
+
 __all__ = ["ENV_SWITCH", "LARGE", "set_malloc_options", "tune_for_inference"]
 
 logger = logging.getLogger(__name__)
@@ -65,7 +67,11 @@ def tune_for_inference() -> bool:
     Returns:
         True when applied.
     """
-    if os.environ.get(ENV_SWITCH, "1").strip().lower() in {"0", "false", "no", "off"}:
+    try:  # parsed as the service's settings parse it (``Settings.malloc_tuning``), which reject a bad value
+        enabled = TypeAdapter(bool).validate_python(os.environ.get(ENV_SWITCH, "1").strip())
+    except ValidationError:
+        enabled = True
+    if not enabled:
         logger.debug("%s is off: glibc malloc defaults kept", ENV_SWITCH)
         return False
     applied = set_malloc_options(LARGE, LARGE, arena_max=1)

@@ -94,9 +94,9 @@ class Settings(BaseSettings):
     def batch_size_on(self, device_type: str) -> int:
         """``max_batch_size``, or the measured default for the device when unset.
 
-        On the CPU a batch of several tiles is no faster per image than one tile at a time and multiplies the
-        peak memory (tests/benchmarks/bench_model.py, bench_memory.py), so the CPU default is 1; a GPU needs
-        batches to fill its cores.
+        On the CPU a batch of several tiles measured no consistently faster per image than one tile at a time and
+        adds about 1.1 GiB of peak memory per extra 640² tile (tests/benchmarks/bench_service.py, bench_memory.py),
+        so the CPU default is 1; a GPU needs batches to fill its cores.
         """
         if self.max_batch_size is not None:
             return self.max_batch_size

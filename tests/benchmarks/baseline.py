@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from service.imaging import from_tensor, to_tensor
+from tests.benchmarks.common import load_pipeline, sync
 
 __all__ = ["BaselineProcess", "eager_one_at_a_time"]
 
@@ -37,8 +38,6 @@ def eager_one_at_a_time(pipeline: torch.nn.Module, images: Images, device: torch
 
 def _serve(conn: Connection, weights: str, variant: str | None, threads: int, device_type: str) -> None:
     """Child process: load the pipeline, then answer each list of images with (outputs, seconds) until None."""
-    from tests.benchmarks.common import load_pipeline, sync
-
     torch.set_num_threads(threads)
     device = torch.device(device_type)
     torch.manual_seed(0)  # random-initialised variants get the same weights as in the parent
