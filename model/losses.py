@@ -35,7 +35,9 @@ def _check_same(a: torch.Tensor, b: torch.Tensor, names: str) -> None:
         raise ValueError(f"{names} differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
 
 
-def depth_loss(pred: torch.Tensor, target: torch.Tensor, coeff: torch.Tensor) -> torch.Tensor:
+def depth_loss(
+    pred: torch.Tensor, target: torch.Tensor, coeff: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Eq. 9: ``mean(A ⊙ |pred - target|) + mean(|pred - target|)``.
 
     The plain term keeps every pixel supervised; the weighted one adds emphasis where the coefficient map
@@ -45,6 +47,8 @@ def depth_loss(pred: torch.Tensor, target: torch.Tensor, coeff: torch.Tensor) ->
         pred: Depth of the dehazed image, Ψ(Φ(ũ*)), N×1×H×W.
         target: Depth target M_u, N×1×H×W.
         coeff: Coefficient map A_{d,r}, N×1×H×W.
+        weight: Per-pixel trust in the target, N×1×H×W (1 for true depth, a confidence for a pseudo-depth, 0 where
+            there is none); ``None`` trusts every pixel.
 
     Returns:
         Scalar loss.
@@ -52,6 +56,9 @@ def depth_loss(pred: torch.Tensor, target: torch.Tensor, coeff: torch.Tensor) ->
     _check_same(pred, target, "pred and target")
     _check_coeff(coeff, pred)
     err = (pred - target).abs()
+    if weight is not None:
+        _check_same(weight, target, "weight and target")
+        err = err * weight
     return (coeff * err).mean() + err.mean()
 
 

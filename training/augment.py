@@ -13,8 +13,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from PIL import Image
 
-__all__ = ["augment_pair", "center_crop", "random_crop", "random_flip", "random_rot90"]
+__all__ = [
+    "augment_pair",
+    "center_crop",
+    "colour_jitter",
+    "random_crop",
+    "random_flip",
+    "random_rot90",
+    "random_scaled_crop",
+]
 
 
 def _check_same_size(arrays: Sequence[np.ndarray]) -> tuple[int, int]:
@@ -130,3 +139,66 @@ def augment_pair(
     if rotate:
         out = random_rot90(out, rng)
     return out
+
+
+_BILINEAR = Image.Resampling.BILINEAR
+
+
+def _resize(a: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of an H×W×C float array to size×size (each channel as a float image)."""
+    chans = [
+        np.asarray(
+            Image.fromarray(a[..., c].astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR)
+        )
+        for c in range(a.shape[2])
+    ]
+    return np.stack(chans, axis=-1).astype(np.float32)
+
+
+def random_scaled_crop(
+    arrays: Sequence[np.ndarray], size: int, rng: np.random.Generator, scale_range: tuple[float, float] = (0.6, 1.0)
+) -> list[np.ndarray]:
+    """Crops the same random square window of side ``size / s`` (s drawn from ``scale_range``) and resizes it to
+    ``size``: crops at several scales, so the network sees both detail and wider context at one input size.
+
+    A window larger than the image shrinks to the image's shorter side (then it is a plain crop when that side is
+    ``size`` or less, after padding as :func:`random_crop` does).
+
+    Args:
+        arrays: H×W×C float arrays of the same H, W.
+        size: Output side.
+        rng: Source of randomness (one scale draw, then the window position).
+        scale_range: Zoom factors; 1 keeps the original resolution, 0.5 halves it.
+
+    Returns:
+        The arrays, each size×size.
+    """
+    h, w = _check_same_size(arrays)
+    s = float(rng.uniform(*scale_range))
+    window = min(round(size / s), h, w)
+    if window <= size:
+        return random_crop(arrays, size, rng)
+    crops = random_crop(arrays, window, rng)
+    return [_resize(a, size) for a in crops]
+
+
+def colour_jitter(clear: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """Mild photometric jitter of a clear image before haze is added: exposure, saturation and white balance.
+
+    Draws (in this order): exposure gain U(1 ± 0.15·strength), saturation U(1 ± 0.2·strength), a per-channel gain
+    U(1 ± 0.04·strength). The result is clipped to [0, 1].
+
+    Args:
+        clear: H×W×3 RGB in [0, 1].
+        rng: Source of randomness.
+        strength: Scales every range; 0 returns a copy.
+
+    Returns:
+        The jittered image, float32.
+    """
+    exposure = rng.uniform(1 - 0.15 * strength, 1 + 0.15 * strength)
+    saturation = rng.uniform(1 - 0.2 * strength, 1 + 0.2 * strength)
+    balance = rng.uniform(1 - 0.04 * strength, 1 + 0.04 * strength, size=3)
+    grey = clear.mean(axis=2, keepdims=True)
+    out = (grey + (clear - grey) * saturation) * exposure * balance
+    return np.clip(out, 0.0, 1.0).astype(np.float32)

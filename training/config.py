@@ -16,7 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from training.data import AIRLIGHT_RANGE, BETA_RANGE, DEFAULT_DEPTH_SCALE
 
-__all__ = ["REPO_ROOT", "DataConfig", "LossConfig", "OptimConfig", "TrainConfig", "load_config", "resolve_path"]
+__all__ = [
+    "REPO_ROOT",
+    "ClearSourceConfig",
+    "DataConfig",
+    "DistillConfig",
+    "LossConfig",
+    "OptimConfig",
+    "RealPhotosConfig",
+    "TrainConfig",
+    "load_config",
+    "resolve_path",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,6 +144,83 @@ class LossConfig(_Strict):
     perceptual_weight: float = Field(1.0, ge=0)
 
 
+class ClearSourceConfig(_Strict):
+    """Clear images hazed on the fly (see :mod:`training.sources`).
+
+    Attributes:
+        root: The folder.
+        layout: ``reside`` (GT/ + depth/), ``nyu`` (scene/frame.jpg + .png) or ``flat`` (no depth: a prior depth
+            shapes the haze, Ψ is not trained on it).
+        weight: Share of the training mixture.
+        exclude: Scenes left out (validation/test scenes of that folder).
+        rotate: Also rotate crops by k·90° (indoor scenes; off for photos with a sky).
+    """
+
+    root: str
+    layout: Literal["reside", "nyu", "flat"]
+    weight: float = Field(ge=0.0)
+    exclude: list[str] = Field(default_factory=list)
+    rotate: bool = True
+
+
+class RealPhotosConfig(_Strict):
+    """Real hazy photos without ground truth, trained on teacher labels.
+
+    Attributes:
+        roots: Flat folders of photos.
+        exclude_names: File stems kept out of training (the held-out photos that evaluation uses).
+        weight: Share of the training mixture.
+        max_side: Working size: photos are downscaled so their longer side is at most this before the teachers run.
+        depth_weight: Weight of the pseudo-depth target for Ψ (times its confidence); 0 turns it off.
+    """
+
+    roots: list[str] = Field(min_length=1)
+    exclude_names: list[str] = Field(default_factory=list)
+    weight: float = Field(ge=0.0)
+    max_side: int = Field(640, ge=64)
+    depth_weight: float = Field(1.0, ge=0.0)
+
+
+class DistillConfig(_Strict):
+    """Learning from a published teacher (LKD-Net) on a mixture of sources (see :mod:`training.sources`).
+
+    When set, it replaces ``data.synthetic_fraction``'s two-source mix: the training set becomes the mixture of
+    the real pairs of ``data.root`` (with the teacher's output as an extra target), ``clear_sources`` hazed on the
+    fly and ``real`` photos with teacher labels. Validation stays on ``data.val_scenes``.
+
+    Attributes:
+        teacher: Released LKD-Net weights run on the real pairs of ``data.root``.
+        real_teachers: Name -> weights of the candidate teachers for real photos (the scorers choose per photo).
+        pairs_weight: Share of the mixture taken by ``data.root``'s real pairs.
+        gt_teacher_weight: Weight of the L1 term towards the teacher's output where ground truth exists.
+        clear_sources: Clear images hazed on the fly.
+        real: Real photos with teacher labels, or ``None``.
+        length: Items per epoch of the mixture.
+        scale_range: Zoom range of the training crops.
+        jitter: Colour jitter strength of clear images before hazing.
+        cache_dir: Where teacher outputs and prior depths are cached.
+        workers: Processes that compute missing teacher outputs before training starts.
+    """
+
+    teacher: str
+    real_teachers: dict[str, str] = Field(default_factory=dict)
+    pairs_weight: float = Field(0.2, ge=0.0)
+    gt_teacher_weight: float = Field(0.5, ge=0.0)
+    clear_sources: list[ClearSourceConfig] = Field(default_factory=list)
+    real: RealPhotosConfig | None = None
+    length: int = Field(4000, ge=1)
+    scale_range: tuple[float, float] = (0.6, 1.0)
+    jitter: float = Field(1.0, ge=0.0)
+    cache_dir: str = ".data/teacher_cache"
+    workers: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _real_needs_teachers(self) -> DistillConfig:
+        if self.real is not None and not self.real_teachers:
+            raise ValueError("distill.real needs at least one entry in distill.real_teachers")
+        return self
+
+
 class TrainConfig(_Strict):
     """Everything a training run needs.
 
@@ -148,6 +236,8 @@ class TrainConfig(_Strict):
         max_wall_seconds: Stop (validate, save) after this much wall time in this process; ``None``: no limit.
         val_every: Validate and save every this many steps (and always at the end).
         progress: Show the tqdm progress bar.
+        init_from: Start Φ and Ψ from this checkpoint's weights (a fresh schedule; ``--resume`` is different).
+        distill: Learn from a teacher on a mixture of sources; ``None``: the paper's data recipe.
     """
 
     variant: str = "dcmpnet_small"
@@ -160,7 +250,9 @@ class TrainConfig(_Strict):
     max_wall_seconds: float | None = Field(None, gt=0)
     val_every: int = Field(200, ge=1)
     progress: bool = True
+    init_from: str | None = None
     data: DataConfig
+    distill: DistillConfig | None = None
     optim: OptimConfig = OptimConfig()
     loss: LossConfig = LossConfig()
 

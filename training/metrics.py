@@ -15,15 +15,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-__all__ = ["PSNR_CAP_DB", "depth_errors", "fade", "mean_finite_psnr", "psnr", "ssim", "to_hwc"]
+__all__ = [
+    "CRUSHED_LUMINANCE",
+    "PSNR_CAP_DB",
+    "ToneShift",
+    "depth_errors",
+    "fade",
+    "mean_finite_psnr",
+    "psnr",
+    "ssim",
+    "to_hwc",
+    "tone_shift",
+]
 
 PSNR_CAP_DB = 100.0  # identical images have infinite PSNR; averages cap each value here (JSON has no inf)
 _DELTA = 1.25
 _FADE_MIN_SIDE = 16
+CRUSHED_LUMINANCE = 0.02
+"""A pixel whose Rec. 709 luminance is below this is crushed to near-black (the tone targets' definition)."""
+_LUMA = np.array([0.2126, 0.7152, 0.0722])
 
 
 def to_hwc(x: object) -> np.ndarray:
@@ -143,3 +158,48 @@ def depth_errors(pred: object, gt: object) -> tuple[float, float]:
     absrel = float(np.mean(np.abs(pv - gv) / gv))
     delta1 = float(np.mean(np.maximum(pv / gv, gv / pv) < _DELTA))
     return absrel, delta1
+
+
+class ToneShift(NamedTuple):
+    """How a dehazer changed an image's tones (output minus input); see :func:`tone_shift`."""
+
+    crushed: float
+    rg_shift: float
+    bg_shift: float
+    luminance_shift: float
+    dark_decile_shift: float
+
+
+def tone_shift(hazy: object, dehazed: object) -> ToneShift:
+    """Tone statistics of a dehazed image against its input, for judging results without ground truth.
+
+    A lower haze score can be bought by crushing shadows or tinting the picture; these numbers expose that.
+
+    Args:
+        hazy: The input RGB image in [0, 1].
+        dehazed: The output, same size.
+
+    Returns:
+        ``crushed``: fraction of output pixels with luminance < :data:`CRUSHED_LUMINANCE`; ``rg_shift`` and
+        ``bg_shift``: change of the mean of R−G and of B−G; ``luminance_shift``: change of the mean luminance;
+        ``dark_decile_shift``: change of the mean luminance of the darkest 10 % of pixels (ranked separately in
+        each image).
+    """
+    a, b = to_hwc(hazy), to_hwc(dehazed)
+    _check_pair(a, b)
+    la, lb = a @ _LUMA, b @ _LUMA
+    k = max(1, la.size // 10)
+
+    def dark(lum: np.ndarray) -> float:
+        return float(np.partition(lum.ravel(), k - 1)[:k].mean())
+
+    def mean_diff(img: np.ndarray, c: int) -> float:
+        return float((img[..., c] - img[..., 1]).mean())
+
+    return ToneShift(
+        crushed=float((lb < CRUSHED_LUMINANCE).mean()),
+        rg_shift=mean_diff(b, 0) - mean_diff(a, 0),
+        bg_shift=mean_diff(b, 2) - mean_diff(a, 2),
+        luminance_shift=float(lb.mean() - la.mean()),
+        dark_decile_shift=dark(lb) - dark(la),
+    )

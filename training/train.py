@@ -29,14 +29,21 @@ scenes, never the test split; the perceptual VGG term is on only when a weights 
 Outputs in ``run_dir``: ``config.yaml``, ``log.jsonl`` (one line per validation: step, psnr, ssim, depth metrics,
 mean training losses since the previous validation, lr, elapsed seconds), ``last.pt`` and ``best.pt`` (by val
 PSNR) written atomically by ``model.checkpoint.save_checkpoint`` with optimiser, scheduler, scaler and perceptron
-states, step and config in ``extra``. ``--resume`` continues from ``last.pt`` (the data order restarts at the
-beginning of the current epoch).
+states, step and config in ``extra``. ``--resume`` continues from ``last.pt`` exactly: the same learning-rate curve,
+the same remaining batches of the current epoch in the same order (the order of an epoch is a pure function of seed
+and epoch, and a sample of its index), and the saved torch random state.
+
+With ``distill`` set (:mod:`training.distill`), the batches come from a mixture of sources and carry a teacher's
+output (an extra L1 target of weight ``teacher_w``, where ground truth exists) and per-pixel depth weights
+(``depth_w``: 1 for true depth, the confidence of a physics pseudo-depth on real photos, 0 where no depth is
+known); the loss terms below use them, and batches without them mean weight 1 for depth and no teacher.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -45,12 +52,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 import yaml
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from model.losses import ContrastivePerceptualLoss, dehaze_loss, depth_loss, unet_feature_loss
@@ -210,6 +218,8 @@ class Trainer:
         self.sched_phi = self._scheduler(self.opt_phi, o.lr_phi)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.perceptual = self._perceptual()
+        if cfg.init_from is not None and not resume:
+            self._init_weights(resolve_path(cfg.init_from))
         self.train_set, self.val_set = self._datasets()
         self.step = 0
         self.best_psnr = -math.inf
@@ -233,10 +243,44 @@ class Trainer:
         logger.info("perceptual (VGG19 contrastive) term ON, weights from %s", path)
         return ContrastivePerceptualLoss(extractor)
 
+    def _init_weights(self, path: Path) -> None:
+        from model.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        if ckpt.variant.name != self.variant.name:
+            raise ValueError(
+                f"init_from {path} holds variant {ckpt.variant.name!r}, config asks for {self.variant.name!r}"
+            )
+        self.phi.load_state_dict(ckpt.phi.state_dict())
+        self.psi.load_state_dict(ckpt.psi.state_dict())
+        self._init_tag = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+        logger.info("initialised Φ and Ψ from %s (%s)", path, self._init_tag)
+
+    def _estimate_depth(self, image: np.ndarray) -> np.ndarray:
+        """Ψ's relative depth of an H×W×3 image (for clear photos without depth), H×W×1."""
+        from model.pipeline import depth_to_unit
+
+        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(self.device)
+        self.psi.eval()
+        try:
+            with torch.inference_mode():
+                depth = depth_to_unit(self.psi(x), is_disparity=False)
+        finally:
+            self.psi.train()
+        return depth[0].permute(1, 2, 0).float().cpu().numpy()
+
     def _datasets(self) -> tuple[Dataset, Dataset]:
         d, seed = self.cfg.data, self.cfg.seed
         root = resolve_path(d.root)
         held_out = [*d.val_scenes, *d.test_scenes]
+        val = self._val_set(root)
+        if self.cfg.distill is not None:
+            from training.distill import build_distill_set
+
+            tag = getattr(self, "_init_tag", "random-init")
+            train_set = build_distill_set(self.cfg, self._estimate_depth, tag)
+            logger.info("data: distillation mixture of %d items/epoch, %d validation images", len(train_set), len(val))
+            return train_set, val
         real = PairedFolder(root, crop=d.crop, seed=seed, exclude=held_out)
         if not real.has_depth:
             raise ValueError(f"training needs depth maps (the target M_u): {root / 'depth'} is missing")
@@ -253,14 +297,18 @@ class Trainer:
                 depth_scale=d.depth_scale,
             )
             train = HazeMix(real, synth, d.synthetic_fraction, seed=seed + 2)
-        val: Dataset = PairedFolder(root, crop=d.val_crop, scenes=d.val_scenes, augment=False)
-        if d.val_max_images is not None and d.val_max_images < len(val):
-            idx = np.linspace(0, len(val) - 1, d.val_max_images).round().astype(int)
-            val = Subset(val, sorted(set(idx.tolist())))
         if len(train) < d.batch_size:
             raise ValueError(f"{len(train)} training items is fewer than batch_size={d.batch_size}")
         logger.info("data: %d training items (%s), %d validation images", len(train), root, len(val))
         return train, val
+
+    def _val_set(self, root: Path) -> Dataset:
+        d = self.cfg.data
+        val: Dataset = PairedFolder(root, crop=d.val_crop, scenes=d.val_scenes, augment=False)
+        if d.val_max_images is not None and d.val_max_images < len(val):
+            idx = np.linspace(0, len(val) - 1, d.val_max_images).round().astype(int)
+            val = Subset(val, sorted(set(idx.tolist())))
+        return val
 
     def _prepare_run_dir(self, resume: bool) -> None:
         last = self.run_dir / "last.pt"
@@ -288,6 +336,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "perc_d": self.perc_d.state_dict(),
             "perc_e": self.perc_e.state_dict(),
+            "torch_rng": torch.get_rng_state(),
         }
 
     def _save(self, name: str, metrics: dict) -> None:
@@ -332,31 +381,39 @@ class Trainer:
         self.step = int(extra["step"])
         self.best_psnr = float(extra["best_psnr"])
         self.elapsed_before = float(extra["elapsed"])
-        torch.manual_seed(self.cfg.seed + self.step)
+        if "torch_rng" in extra:
+            torch.set_rng_state(extra["torch_rng"])
+        else:  # checkpoints written before the random state was saved
+            torch.manual_seed(self.cfg.seed + self.step)
         logger.info("resumed from %s at step %d (best val PSNR %.3f)", path, self.step, self.best_psnr)
 
     # ----- the loop -----
 
+    def epoch_order(self, epoch: int) -> list[int]:
+        """The order in which epoch ``epoch`` visits the training items: a pure function of seed and epoch."""
+        gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+        return torch.randperm(len(self.train_set), generator=gen).tolist()
+
     def _batches(self) -> Iterator[dict]:
+        """Batches from the current step on; after a resume, the rest of the interrupted epoch comes first."""
         d = self.cfg.data
         pin = self.device.type == "cuda"
         steps_per_epoch = len(self.train_set) // d.batch_size
-        epoch = self.step // steps_per_epoch
+        epoch, done = divmod(self.step, steps_per_epoch)
         while True:
             if hasattr(self.train_set, "set_epoch"):
                 self.train_set.set_epoch(epoch)
-            gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
-            sampler = RandomSampler(self.train_set, generator=gen)
+            order = self.epoch_order(epoch)[done * d.batch_size : steps_per_epoch * d.batch_size]
             loader = DataLoader(
-                self.train_set,
+                Subset(self.train_set, order),
                 batch_size=d.batch_size,
-                sampler=sampler,
+                shuffle=False,
                 drop_last=True,
                 num_workers=d.num_workers,
                 pin_memory=pin,
             )
             yield from loader
-            epoch += 1
+            epoch, done = epoch + 1, 0
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp is None:
@@ -381,35 +438,37 @@ class Trainer:
         return out, list(feats)
 
     def _phi_extras(
-        self, out: torch.Tensor, feats: list, clear: torch.Tensor, m_out: torch.Tensor, depth: torch.Tensor
+        self, out: torch.Tensor, feats: list, b: _Batch, m_out: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 5 on Φ's own U-Net and the depth-consistency term, both weighted."""
+        """Eq. 5 on Φ's own U-Net and the depth-consistency term (weighted by the depth's trust), both weighted."""
         lw = self.cfg.loss
         l_unet = out.new_zeros(())
         if lw.unet_weight > 0:
-            l_unet = lw.unet_weight * unet_feature_loss(feats, list(self.phi.unet_features(clear)))
-        l_dc = lw.depth_consistency_weight * (m_out - depth).abs().mean()
+            l_unet = lw.unet_weight * unet_feature_loss(feats, list(self.phi.unet_features(b.clear)))
+        l_dc = lw.depth_consistency_weight * ((m_out - b.depth).abs() * b.depth_w).mean()
         return l_unet, l_dc
 
-    def _dehaze_term(
-        self, out: torch.Tensor, clear: torch.Tensor, hazy: torch.Tensor, a_er: torch.Tensor
-    ) -> torch.Tensor:
-        loss = dehaze_loss(out, clear, hazy, a_er, None)
+    def _dehaze_term(self, out: torch.Tensor, b: _Batch, a_er: torch.Tensor) -> torch.Tensor:
+        """Eq. 11 towards the target, plus the L1 term towards the teacher's output where one is given."""
+        loss = dehaze_loss(out, b.clear, b.hazy, a_er, None)
         if self.perceptual is not None:
-            loss = loss + self.cfg.loss.perceptual_weight * self.perceptual(out, clear, hazy)
+            loss = loss + self.cfg.loss.perceptual_weight * self.perceptual(out, b.clear, b.hazy)
+        if b.teacher is not None:
+            loss = loss + ((out - b.teacher).abs() * b.teacher_w.view(-1, 1, 1, 1)).mean()
         return loss
 
     def _coeff(self, perceptron: DifferencePerceptron, diff: torch.Tensor) -> torch.Tensor:
         return reverse_gradient(perceptron(diff.detach().float()), self.cfg.loss.reverse_scale)
 
-    def _step_alternating(self, hazy: torch.Tensor, clear: torch.Tensor, depth: torch.Tensor) -> dict[str, float]:
+    def _step_alternating(self, b: _Batch) -> dict[str, float]:
+        hazy, clear, depth, dw = b.hazy, b.clear, b.depth, b.depth_w
         # Ψ step (Eq. 9/10): Φ's output detached.
         with self._autocast():
             m_hazy = self.psi(hazy)
             out, feats = self._phi_forward(hazy, m_hazy.detach())
             m_out_d = self.psi(out.detach())
             a_dr = self._coeff(self.perc_d, out - clear)
-            l_depth = depth_loss(m_out_d.float(), depth, a_dr) + depth_loss(m_hazy.float(), depth, a_dr)
+            l_depth = depth_loss(m_out_d.float(), depth, a_dr, dw) + depth_loss(m_hazy.float(), depth, a_dr, dw)
         self.opt_psi.zero_grad(set_to_none=True)
         self._optimise(l_depth, [self.opt_psi], [self.psi, self.perc_d])
         # Φ step (Eq. 11/12): Ψ frozen, gradients flow through it into Φ.
@@ -417,9 +476,9 @@ class Trainer:
         try:
             with self._autocast():
                 m_out = self.psi(out).float()
-                a_er = self._coeff(self.perc_e, m_out - depth)
-                l_dehaze = self._dehaze_term(out.float(), clear, hazy, a_er)
-                l_unet, l_dc = self._phi_extras(out, feats, clear, m_out, depth)
+                a_er = self._coeff(self.perc_e, (m_out - depth) * dw)
+                l_dehaze = self._dehaze_term(out.float(), b, a_er)
+                l_unet, l_dc = self._phi_extras(out, feats, b, m_out)
                 loss_phi = l_dehaze + l_unet + l_dc
             self.opt_phi.zero_grad(set_to_none=True)
             self._optimise(loss_phi, [self.opt_phi], [self.phi, self.perc_e])
@@ -428,16 +487,17 @@ class Trainer:
         self.scaler.update()
         return _floats(depth=l_depth, dehaze=l_dehaze, unet=l_unet, depth_consistency=l_dc)
 
-    def _step_joint(self, hazy: torch.Tensor, clear: torch.Tensor, depth: torch.Tensor) -> dict[str, float]:
+    def _step_joint(self, b: _Batch) -> dict[str, float]:
+        hazy, clear, depth, dw = b.hazy, b.clear, b.depth, b.depth_w
         with self._autocast():
             m_hazy = self.psi(hazy)
             out, feats = self._phi_forward(hazy, m_hazy)
             m_out = self.psi(out).float()
             a_dr = self._coeff(self.perc_d, out - clear)
-            a_er = self._coeff(self.perc_e, m_out - depth)
-            l_depth = depth_loss(m_out, depth, a_dr) + depth_loss(m_hazy.float(), depth, a_dr)
-            l_dehaze = self._dehaze_term(out.float(), clear, hazy, a_er)
-            l_unet, l_dc = self._phi_extras(out, feats, clear, m_out, depth)
+            a_er = self._coeff(self.perc_e, (m_out - depth) * dw)
+            l_depth = depth_loss(m_out, depth, a_dr, dw) + depth_loss(m_hazy.float(), depth, a_dr, dw)
+            l_dehaze = self._dehaze_term(out.float(), b, a_er)
+            l_unet, l_dc = self._phi_extras(out, feats, b, m_out)
         self.opt_phi.zero_grad(set_to_none=True)
         self.opt_psi.zero_grad(set_to_none=True)
         self._optimise(l_depth + l_dehaze + l_unet + l_dc, [self.opt_phi, self.opt_psi], self._all_modules())
@@ -451,11 +511,9 @@ class Trainer:
         """One iteration of the configured formulation on a batch; returns the loss values."""
         for m in self._all_modules():
             m.train()
-        hazy, clear, depth = (batch[k].to(self.device, non_blocking=True) for k in ("hazy", "clear", "depth"))
-        if self.cfg.formulation == "alternating":
-            losses = self._step_alternating(hazy, clear, depth)
-        else:
-            losses = self._step_joint(hazy, clear, depth)
+        b = _Batch.of(batch, self.device)
+        step = self._step_alternating if self.cfg.formulation == "alternating" else self._step_joint
+        losses = step(b)
         self.sched_phi.step()
         self.sched_psi.step()
         self.step += 1
@@ -539,6 +597,36 @@ class Trainer:
         finally:
             bar.close()
         return losses
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """A training batch on the device; ``depth_w`` is all ones and ``teacher`` ``None`` when the data has none."""
+
+    hazy: torch.Tensor
+    clear: torch.Tensor
+    depth: torch.Tensor
+    depth_w: torch.Tensor
+    teacher: torch.Tensor | None
+    teacher_w: torch.Tensor
+
+    @classmethod
+    def of(cls, batch: dict, device: torch.device) -> _Batch:
+        def get(key: str) -> torch.Tensor | None:
+            value = batch.get(key)
+            return None if value is None else value.to(device, non_blocking=True)
+
+        hazy, clear, depth = (cast(torch.Tensor, get(k)) for k in ("hazy", "clear", "depth"))
+        depth_w = get("depth_w")
+        teacher_w = get("teacher_w")
+        return cls(
+            hazy,
+            clear,
+            depth,
+            torch.ones_like(depth) if depth_w is None else depth_w,
+            get("teacher"),
+            hazy.new_zeros(hazy.shape[0]) if teacher_w is None else teacher_w.view(-1),
+        )
 
 
 def _floats(**tensors: torch.Tensor) -> dict[str, float]:

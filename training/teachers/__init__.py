@@ -1,0 +1,1 @@
+"""Published dehazing networks used to teach ours (training aids, never served)."""
