@@ -4,7 +4,15 @@
 of photos without GT (no-reference FADE only; non-image files are skipped with a warning). Every method is
 scored with the same protocol (training.metrics): the full image, float RGB in [0, 1], no crop. The network is
 ``model.checkpoint.load_pipeline_from_weights`` (Ψ on the hazy input, Φ with that depth), run once per full
-image; ``--baseline dcp`` is He et al.'s dark channel prior (``model.physics.dcp_dehaze`` / ``dcp_depth``).
+image; ``--baseline dcp`` is He et al.'s dark channel prior (``model.physics.dcp_dehaze`` / ``dcp_depth``);
+``--baseline lkd`` is the LKD-Net teacher (``--teacher``: a released weights name or file; default LKD-s ITS), whose
+depth is the physics pseudo-depth of its output (``training.pseudo_depth``: −ln t from the input and the output).
+
+Every image also gets tone statistics of the output against the input (``training.metrics.tone_shift``: the share
+of pixels crushed to near-black, the shifts of mean R−G, B−G, luminance and of the darkest decile), because a lower
+FADE can be bought by crushing shadows; the means and ``fade_ratio`` (mean FADE out / mean FADE in) are reported.
+``--held-out-of CONFIG`` keeps only the photos of a flat folder that the training config held out of training
+(``distill.real.exclude_names``), so a model is scored on photos it never saw.
 
 Depth (folders with depth/): AbsRel and δ<1.25 of the returned depth after median scaling, pixels with true
 depth 0 ignored. For the network the DCP depth is scored too (``baseline_depth_*``) as the reference point.
@@ -34,21 +42,51 @@ import torch
 from PIL import Image
 
 from training.data import PairRecord, list_images, load_depth, load_rgb, resize_max_side, scan_pairs
-from training.metrics import depth_errors, fade, mean_finite_psnr, psnr, ssim
+from training.metrics import depth_errors, fade, mean_finite_psnr, psnr, ssim, tone_shift
 
 __all__ = ["Sample", "add_arguments", "evaluate", "main", "run"]
 
 logger = logging.getLogger(__name__)
 
 Method = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-CSV_FIELDS = ("name", "height", "width", "psnr", "ssim", "fade_in", "fade_out", "depth_absrel", "depth_delta1")
+TONE_FIELDS = ("crushed", "rg_shift", "bg_shift", "luminance_shift", "dark_decile_shift")
+CSV_FIELDS = (
+    "name",
+    "height",
+    "width",
+    "psnr",
+    "ssim",
+    "fade_in",
+    "fade_out",
+    *TONE_FIELDS,
+    "depth_absrel",
+    "depth_delta1",
+)
+TEACHER_WEIGHTS = Path(__file__).resolve().parent / "teachers" / "weights"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the ``dehaze evaluate`` options."""
     parser.add_argument("--data", required=True, type=Path, help="RESIDE-layout folder or a flat folder of photos")
     parser.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the packaged weights)")
-    parser.add_argument("--baseline", choices=["dcp"], default=None, help="evaluate the dark channel prior instead")
+    parser.add_argument(
+        "--baseline",
+        choices=["dcp", "lkd"],
+        default=None,
+        help="evaluate the dark channel prior (dcp) or the LKD-Net teacher (lkd) instead of the network",
+    )
+    parser.add_argument(
+        "--teacher",
+        default="lkd-s-its",
+        help="with --baseline lkd: lkd-{s,t}-{its,ots} or a released LKD-Net .pth file (default: lkd-s-its)",
+    )
+    parser.add_argument(
+        "--held-out-of",
+        type=Path,
+        default=None,
+        metavar="CONFIG",
+        help="flat folders: evaluate only the photos this training config held out (distill.real.exclude_names)",
+    )
     parser.add_argument("--out", required=True, type=Path, help="output folder for metrics.json and per_image.csv")
     parser.add_argument("--save-images", action="store_true", help="also write dehazed images and depth maps")
     parser.add_argument(
@@ -67,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
             out=args.out,
             weights=args.weights,
             baseline=args.baseline,
+            teacher=args.teacher,
+            held_out_of=args.held_out_of,
             save_images=args.save_images,
             scenes=args.scenes,
             limit=args.limit,
@@ -106,15 +146,26 @@ def _load_photo(path: Path, max_side: int | None) -> Sample:
     return Sample(path.stem, resize_max_side(load_rgb(path), max_side), None, None)
 
 
+def _held_out_names(config: Path) -> set[str]:
+    from training.config import load_config
+
+    cfg = load_config(config)
+    if cfg.distill is None or cfg.distill.real is None or not cfg.distill.real.exclude_names:
+        raise ValueError(f"{config} holds no real photos out of training (distill.real.exclude_names)")
+    return set(cfg.distill.real.exclude_names)
+
+
 def _samples(
-    data: Path, scenes: Sequence[str] | None, limit: int | None, max_side: int | None
+    data: Path, scenes: Sequence[str] | None, limit: int | None, max_side: int | None, keep: set[str] | None = None
 ) -> tuple[list[Callable[[], Sample]], bool]:
     """Loaders of the samples (images are read one at a time) and whether the folder is RESIDE-layout."""
     if (data / "hazy").is_dir() and (data / "GT").is_dir():
+        if keep is not None:
+            raise ValueError("--held-out-of selects photos of a flat folder; use --scenes for a RESIDE folder")
         return [partial(_load_pair, r, max_side) for r in scan_pairs(data, scenes=scenes)[:limit]], True
     if scenes is not None:
         raise ValueError(f"--scenes needs a RESIDE-layout folder (hazy/ and GT/), {data} is a flat folder")
-    paths = list_images(data)[:limit]
+    paths = [p for p in list_images(data) if keep is None or p.stem in keep][:limit]
     if not paths:
         raise ValueError(f"no images in {data}")
     return [partial(_load_photo, p, max_side) for p in paths], False
@@ -133,6 +184,24 @@ def _dcp_method(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     dehazed, _ = dcp_dehaze(img)
     return dehazed.clamp(0, 1), dcp_depth(img)
+
+
+def _teacher_method(teacher: str) -> tuple[Method, str]:
+    from training.pseudo_depth import pseudo_depth
+    from training.teachers.lkd import LKDTeacher
+
+    path = Path(teacher) if teacher.endswith(".pth") else TEACHER_WEIGHTS / f"{teacher}.pth"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"LKD-Net weights not found: {path} (names: lkd-s-its, lkd-s-ots, lkd-t-its, lkd-t-ots)"
+        )
+    net = LKDTeacher.from_file(path)
+
+    def method(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = net(img.cpu())
+        return out.to(img.device), pseudo_depth(img.cpu(), out).depth.to(img.device)
+
+    return method, str(path)
 
 
 def _network_method(weights: Path | None, device: torch.device) -> tuple[Method, str]:
@@ -166,6 +235,7 @@ def _score(sample: Sample, dehazed: torch.Tensor, depth: torch.Tensor) -> dict:
     out = dehazed[0].float().cpu()
     row["fade_in"] = fade(sample.hazy)
     row["fade_out"] = fade(out)
+    row.update(tone_shift(sample.hazy, out)._asdict())
     if sample.clear is not None:
         row["psnr"] = psnr(out, sample.clear)
         row["ssim"] = ssim(out, sample.clear)
@@ -196,6 +266,8 @@ def evaluate(
     out: Path,
     weights: Path | None = None,
     baseline: str | None = None,
+    teacher: str = "lkd-s-its",
+    held_out_of: Path | None = None,
     save_images: bool = False,
     scenes: Sequence[str] | None = None,
     limit: int | None = None,
@@ -208,7 +280,10 @@ def evaluate(
         data: RESIDE-layout folder or flat folder of photos.
         out: Output folder (created).
         weights: Checkpoint for the network (default: ``model.checkpoint.DEFAULT_WEIGHTS``).
-        baseline: ``"dcp"`` for the dark channel prior; then ``weights`` must be ``None``.
+        baseline: ``"dcp"`` for the dark channel prior, ``"lkd"`` for the LKD-Net teacher; then ``weights`` must
+            be ``None``.
+        teacher: With ``baseline="lkd"``: a released weights name (``lkd-s-its`` ...) or a ``.pth`` file.
+        held_out_of: Flat folders only: keep the photos this training config held out of training.
         save_images: Also write the outputs.
         scenes: RESIDE folders only: keep these scenes (``None``: all).
         limit: Only the first N images (sorted by name).
@@ -230,10 +305,14 @@ def evaluate(
     dev = _device(device)
     if baseline == "dcp":
         method, method_name, weights_name = _dcp_method, "dcp", None
+    elif baseline == "lkd":
+        method, weights_name = _teacher_method(teacher)
+        method_name = "lkd"
     else:
         method, weights_name = _network_method(weights, dev)
         method_name = "dcmpnet"
-    loaders, paired = _samples(data, scenes, limit, max_side)
+    keep = _held_out_names(held_out_of) if held_out_of is not None else None
+    loaders, paired = _samples(data, scenes, limit, max_side, keep)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, baseline_depth = [], []
@@ -243,7 +322,7 @@ def evaluate(
         x = _to_tensor(sample.hazy, dev)
         dehazed, depth = method(x)
         row = _score(sample, dehazed, depth)
-        if sample.depth is not None and method_name != "dcp":
+        if sample.depth is not None and method_name == "dcmpnet":
             base = _depth_or_none(sample.name, _dcp_method(x.cpu())[1][0], sample.depth)
             if base[0] is not None:
                 baseline_depth.append(base)
@@ -258,9 +337,11 @@ def evaluate(
         "paired": paired,
         "n_images": len(rows),
         "max_side": max_side,
-        **{k: _mean(rows, k) for k in ("psnr", "ssim", "fade_in", "fade_out")},
+        **{k: _mean(rows, k) for k in ("psnr", "ssim", "fade_in", "fade_out", *TONE_FIELDS)},
         "seconds": round(time.monotonic() - t0, 3),
     }
+    if metrics["fade_in"]:
+        metrics["fade_ratio"] = metrics["fade_out"] / metrics["fade_in"]
     if any("depth_absrel" in r for r in rows):
         metrics["depth_absrel"] = _mean(rows, "depth_absrel")
         metrics["depth_delta1"] = _mean(rows, "depth_delta1")

@@ -28,6 +28,8 @@ def test_network_on_two_scenes(tmp_path: Path, sots_small: Path, tiny_checkpoint
         data=sots_small,
         weights=tiny_checkpoint,
         baseline=None,
+        teacher="lkd-s-its",
+        held_out_of=None,
         out=out,
         save_images=True,
         scenes=None,
@@ -80,6 +82,8 @@ def test_failure_exit_code(tmp_path: Path) -> None:
         data=tmp_path / "missing",
         weights=None,
         baseline="dcp",
+        teacher="lkd-s-its",
+        held_out_of=None,
         out=tmp_path / "o",
         save_images=False,
         scenes=None,
@@ -88,3 +92,35 @@ def test_failure_exit_code(tmp_path: Path) -> None:
         device="cpu",
     )
     assert run(args) == 1
+
+
+def test_teacher_baseline_beats_dcp_and_reports_tones(tmp_path: Path, sots_small: Path) -> None:
+    lkd = evaluate(sots_small, tmp_path / "lkd", baseline="lkd", teacher="lkd-t-its", limit=2, device="cpu")
+    dcp = evaluate(sots_small, tmp_path / "dcp", baseline="dcp", limit=2, device="cpu")
+    assert lkd["method"] == "lkd" and lkd["weights"].endswith("lkd-t-its.pth")
+    assert lkd["psnr"] > dcp["psnr"] + 3  # a RESIDE-trained network against a 2009 prior on RESIDE haze
+    assert {"crushed", "rg_shift", "bg_shift", "luminance_shift", "dark_decile_shift", "fade_ratio"} <= set(lkd)
+    assert lkd["depth_absrel"] is not None  # the physics pseudo-depth of the teacher's output
+    assert 0 <= lkd["crushed"] <= 1 and lkd["fade_ratio"] == pytest.approx(lkd["fade_out"] / lkd["fade_in"])
+    with pytest.raises(FileNotFoundError, match="lkd-s-its"):
+        evaluate(sots_small, tmp_path / "x", baseline="lkd", teacher="lkd-q-its", device="cpu")
+
+
+def test_held_out_of_keeps_only_the_photos_training_never_saw(tmp_path: Path) -> None:
+    import yaml
+
+    from training.config import REPO_ROOT
+
+    photos = tmp_path / "photos"
+    for name in ("a", "b", "c"):
+        write_rgb(photos / f"{name}.png", np.random.default_rng(0), 40, 64)
+    raw = yaml.safe_load((REPO_ROOT / "training" / "configs" / "distill_small.yaml").read_text())
+    raw["distill"]["real"]["exclude_names"] = ["a", "c"]
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    metrics = evaluate(photos, tmp_path / "out", baseline="dcp", held_out_of=config, device="cpu")
+    assert metrics["n_images"] == 2 and [r["name"] for r in _rows(tmp_path / "out")] == ["a", "c"]
+    raw.pop("distill")
+    config.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match="exclude_names"):
+        evaluate(photos, tmp_path / "out2", baseline="dcp", held_out_of=config, device="cpu")

@@ -74,7 +74,7 @@ def test_a_wrong_checkpoint_fails_loudly(tmp_path: Path) -> None:
     state.pop("skip1.weight")
     path = tmp_path / "broken.pth"
     torch.save({f"module.{k}": v for k, v in state.items()}, path)
-    with pytest.raises(RuntimeError, match="skip1.weight"):
+    with pytest.raises(RuntimeError, match=r"skip1\.weight"):
         load_lkd(path, "lkd_t")
     with pytest.raises(ValueError, match="unknown LKD-Net variant"):
         load_lkd(WEIGHTS / "lkd-t-its.pth", "lkd_x")
