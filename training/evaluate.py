@@ -71,9 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the packaged weights)")
     parser.add_argument(
         "--baseline",
-        choices=["dcp", "lkd"],
+        choices=["dcp", "lkd", "none"],
         default=None,
-        help="evaluate the dark channel prior (dcp) or the LKD-Net teacher (lkd) instead of the network",
+        help="evaluate the dark channel prior (dcp), the LKD-Net teacher (lkd) or the unprocessed input (none)",
     )
     parser.add_argument(
         "--teacher",
@@ -186,6 +186,11 @@ def _dcp_method(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return dehazed.clamp(0, 1), dcp_depth(img)
 
 
+def _identity_method(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hazy input itself (the table's "no processing" row); it has no depth (a constant, left out of means)."""
+    return img, torch.zeros_like(img[:, :1])
+
+
 def _teacher_method(teacher: str) -> tuple[Method, str]:
     from training.pseudo_depth import pseudo_depth
     from training.teachers.lkd import LKDTeacher
@@ -230,7 +235,7 @@ def _save_images(folder: Path, name: str, dehazed: torch.Tensor, depth: torch.Te
     Image.fromarray(d16).save(folder / f"{name}_depth.png")
 
 
-def _score(sample: Sample, dehazed: torch.Tensor, depth: torch.Tensor) -> dict:
+def _score(sample: Sample, dehazed: torch.Tensor, depth: torch.Tensor | None) -> dict:
     row: dict = {"name": sample.name, "height": sample.hazy.shape[0], "width": sample.hazy.shape[1]}
     out = dehazed[0].float().cpu()
     row["fade_in"] = fade(sample.hazy)
@@ -239,7 +244,7 @@ def _score(sample: Sample, dehazed: torch.Tensor, depth: torch.Tensor) -> dict:
     if sample.clear is not None:
         row["psnr"] = psnr(out, sample.clear)
         row["ssim"] = ssim(out, sample.clear)
-    if sample.depth is not None:
+    if sample.depth is not None and depth is not None:
         row["depth_absrel"], row["depth_delta1"] = _depth_or_none(sample.name, depth[0].float().cpu(), sample.depth)
     return row
 
@@ -280,8 +285,8 @@ def evaluate(
         data: RESIDE-layout folder or flat folder of photos.
         out: Output folder (created).
         weights: Checkpoint for the network (default: ``model.checkpoint.DEFAULT_WEIGHTS``).
-        baseline: ``"dcp"`` for the dark channel prior, ``"lkd"`` for the LKD-Net teacher; then ``weights`` must
-            be ``None``.
+        baseline: ``"dcp"`` for the dark channel prior, ``"lkd"`` for the LKD-Net teacher, ``"none"`` for the
+            unprocessed input; then ``weights`` must be ``None``.
         teacher: With ``baseline="lkd"``: a released weights name (``lkd-s-its`` ...) or a ``.pth`` file.
         held_out_of: Flat folders only: keep the photos this training config held out of training.
         save_images: Also write the outputs.
@@ -305,6 +310,8 @@ def evaluate(
     dev = _device(device)
     if baseline == "dcp":
         method, method_name, weights_name = _dcp_method, "dcp", None
+    elif baseline == "none":
+        method, method_name, weights_name = _identity_method, "none", None
     elif baseline == "lkd":
         method, weights_name = _teacher_method(teacher)
         method_name = "lkd"
@@ -321,7 +328,7 @@ def evaluate(
         sample = load()
         x = _to_tensor(sample.hazy, dev)
         dehazed, depth = method(x)
-        row = _score(sample, dehazed, depth)
+        row = _score(sample, dehazed, None if method_name == "none" else depth)
         if sample.depth is not None and method_name == "dcmpnet":
             base = _depth_or_none(sample.name, _dcp_method(x.cpu())[1][0], sample.depth)
             if base[0] is not None:

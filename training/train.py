@@ -218,7 +218,10 @@ class Trainer:
         self.sched_phi = self._scheduler(self.opt_phi, o.lr_phi)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.perceptual = self._perceptual()
-        if cfg.init_from is not None and not resume:
+        self._init_tag = "random-init"  # names the Ψ that made the cached prior depths (see training.sources)
+        if resume:
+            self._init_tag = _saved_init_tag(self.run_dir / "last.pt", self._init_tag)
+        elif cfg.init_from is not None:
             self._init_weights(resolve_path(cfg.init_from))
         self.train_set, self.val_set = self._datasets()
         self.step = 0
@@ -277,8 +280,7 @@ class Trainer:
         if self.cfg.distill is not None:
             from training.distill import build_distill_set
 
-            tag = getattr(self, "_init_tag", "random-init")
-            train_set = build_distill_set(self.cfg, self._estimate_depth, tag)
+            train_set = build_distill_set(self.cfg, self._estimate_depth, self._init_tag)
             logger.info("data: distillation mixture of %d items/epoch, %d validation images", len(train_set), len(val))
             return train_set, val
         real = PairedFolder(root, crop=d.crop, seed=seed, exclude=held_out)
@@ -337,6 +339,7 @@ class Trainer:
             "perc_d": self.perc_d.state_dict(),
             "perc_e": self.perc_e.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "init_tag": self._init_tag,
         }
 
     def _save(self, name: str, metrics: dict) -> None:
@@ -631,6 +634,14 @@ class _Batch:
 
 def _floats(**tensors: torch.Tensor) -> dict[str, float]:
     return {k: float(v.detach()) for k, v in tensors.items()}
+
+
+def _saved_init_tag(path: Path, default: str) -> str:
+    """The ``init_tag`` a run saved in ``path`` (so a resumed run finds the same cached prior depths)."""
+    if not path.is_file():
+        return default
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    return str((raw.get("extra") or {}).get("init_tag", default))
 
 
 def _extra_of(ckpt: object) -> dict:
