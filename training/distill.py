@@ -91,7 +91,7 @@ def build_distill_set(
     if dc.real is not None:
         paths = real_photo_paths(dc.real.roots, dc.real.exclude_names)
         cache.fill(paths, list(dc.real_teachers), dc.real.max_side)
-        labels = [(p.stem, cache.real_label(p, dc.real.max_side)) for p in paths]
+        labels = [(p.stem, cache.real_label(p, dc.real.max_side, list(dc.real_teachers))) for p in paths]
         chosen = {name: sum(lab.teacher == name for _, lab in labels) for name in dc.real_teachers}
         logger.info("real photos: %d with teacher labels (chosen: %s)", len(labels), chosen)
         sources.append(RealPhotos(labels, seed=cfg.seed + 40, depth_weight=dc.real.depth_weight, **common))

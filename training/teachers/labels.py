@@ -163,11 +163,20 @@ class LabelCache:
         with np.load(entry) as data:
             return data["out"].astype(np.float32)
 
-    def real_label(self, image: str | Path, max_side: int | None = None) -> RealLabel:
-        """The chosen teacher label of a real photo, with pseudo-depth and confidence (see :func:`choose_label`)."""
+    def real_label(
+        self, image: str | Path, max_side: int | None = None, teachers: Sequence[str] | None = None
+    ) -> RealLabel:
+        """The chosen teacher label of a real photo, with pseudo-depth and confidence (see :func:`choose_label`).
+
+        Args:
+            image: The photo.
+            max_side: Working size (longer side).
+            teachers: The candidate teachers (default: every teacher of the cache).
+        """
         image = Path(image)
         hazy = _load_image(image, max_side)
-        candidates = {name: self.dehazed(image, name, max_side) for name in self.teachers}
+        names = list(self.teachers) if teachers is None else list(teachers)
+        candidates = {name: self.dehazed(image, name, max_side) for name in names}
         chosen = choose_label(hazy, candidates)
         label = candidates[chosen]
         to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]  # noqa: E731
