@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.train", "train DCMPNet with the alternating dual-task optimisation"),
     "evaluate": ("training.evaluate", "PSNR/SSIM/FADE/depth metrics of a model or of the DCP baseline"),
     "release": ("training.release", "strip a training checkpoint down to shippable weights with provenance"),
+    "compare": ("training.compare", "side-by-side pictures of several evaluated methods on the same photos"),
 }
 
 
