@@ -2,7 +2,9 @@
 
 Nothing is created at import. The lifespan opens the job queue (in-process when ``redis_url`` is unset,
 Redis otherwise) and the FADE process pool; in embedded mode (no Redis) it also runs the batching worker as
-an asyncio task in this process, which loads and warms the model before ``/readyz`` turns green.
+an asyncio task in this process, which loads and warms the model before ``/readyz`` turns green. Besides the
+API's routes, the app serves the web page at ``/`` and the API documentation at ``/docs`` from local files
+(``service.web``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from service.api.state import Services
 from service.config import Settings
 from service.density import DensityScorer
 from service.metrics import observe_request
+from service.web import add_web_routes
 
 __all__ = ["MULTIPART_ALLOWANCE", "RequestMetricsMiddleware", "create_app"]
 
@@ -136,11 +139,14 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Single-image dehazing with DCMPNet: dehazed image, depth map and FADE haze density.",
         version="0.1.0",
         lifespan=_lifespan,
+        docs_url=None,  # /docs comes from service.web: Swagger UI from local files, no CDN, no inline script
+        redoc_url=None,  # ReDoc needs inline styles and a CDN logo: it cannot meet the pages' CSP (service.web)
     )
     app.state.settings = settings
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    add_web_routes(app)  # GET /, /docs, /static/{name}
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_upload_bytes + MULTIPART_ALLOWANCE,
