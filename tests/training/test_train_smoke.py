@@ -109,7 +109,7 @@ def test_test_scenes_are_kept_out_of_training(tmp_path: Path, sots_small: Path) 
 
 
 def test_shipped_configs_validate() -> None:
-    for name in ("small_cpu.yaml", "shipped_small.yaml", "paper.yaml", "tiny_smoke.yaml"):
+    for name in ("small_cpu.yaml", "shipped_small.yaml", "paper.yaml", "tiny_smoke.yaml", "distill_small.yaml"):
         cfg = load_config(REPO_ROOT / "training" / "configs" / name)
         assert cfg.data.val_scenes
     small = load_config(REPO_ROOT / "training" / "configs" / "small_cpu.yaml")
