@@ -11,6 +11,8 @@ depth is the physics pseudo-depth of its output (``training.pseudo_depth``: −l
 Every image also gets tone statistics of the output against the input (``training.metrics.tone_shift``: the share
 of pixels crushed to near-black, the shifts of mean R−G, B−G, luminance and of the darkest decile), because a lower
 FADE can be bought by crushing shadows; the means and ``fade_ratio`` (mean FADE out / mean FADE in) are reported.
+The no-reference quality score NIQE (``training.quality``; lower is better; it sees blur, noise and artefacts rather
+than haze) is reported for input and output (``niqe_in``/``niqe_out``; empty for images under 192 px a side).
 ``--held-out-of CONFIG`` keeps only the photos of a flat folder that the training config held out of training
 (``distill.real.exclude_names``), so a model is scored on photos it never saw.
 
@@ -58,6 +60,8 @@ CSV_FIELDS = (
     "ssim",
     "fade_in",
     "fade_out",
+    "niqe_in",
+    "niqe_out",
     *TONE_FIELDS,
     "depth_absrel",
     "depth_delta1",
@@ -240,6 +244,7 @@ def _score(sample: Sample, dehazed: torch.Tensor, depth: torch.Tensor | None) ->
     out = dehazed[0].float().cpu()
     row["fade_in"] = fade(sample.hazy)
     row["fade_out"] = fade(out)
+    row["niqe_in"], row["niqe_out"] = _niqe_or_none(sample.hazy), _niqe_or_none(out.permute(1, 2, 0).numpy())
     row.update(tone_shift(sample.hazy, out)._asdict())
     if sample.clear is not None:
         row["psnr"] = psnr(out, sample.clear)
@@ -247,6 +252,16 @@ def _score(sample: Sample, dehazed: torch.Tensor, depth: torch.Tensor | None) ->
     if sample.depth is not None and depth is not None:
         row["depth_absrel"], row["depth_delta1"] = _depth_or_none(sample.name, depth[0].float().cpu(), sample.depth)
     return row
+
+
+def _niqe_or_none(rgb: np.ndarray) -> float | None:
+    """NIQE (lower is better; ``training.quality``), or ``None`` for images too small for its patches."""
+    from training.quality import NiqeScorer
+
+    try:
+        return NiqeScorer()(np.asarray(rgb, dtype=np.float32))
+    except ValueError:
+        return None
 
 
 def _depth_or_none(name: str, pred: torch.Tensor, true: np.ndarray) -> tuple[float | None, float | None]:
@@ -344,7 +359,7 @@ def evaluate(
         "paired": paired,
         "n_images": len(rows),
         "max_side": max_side,
-        **{k: _mean(rows, k) for k in ("psnr", "ssim", "fade_in", "fade_out", *TONE_FIELDS)},
+        **{k: _mean(rows, k) for k in ("psnr", "ssim", "fade_in", "fade_out", "niqe_in", "niqe_out", *TONE_FIELDS)},
         "seconds": round(time.monotonic() - t0, 3),
     }
     if metrics["fade_in"]:

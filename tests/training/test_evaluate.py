@@ -124,3 +124,20 @@ def test_held_out_of_keeps_only_the_photos_training_never_saw(tmp_path: Path) ->
     config.write_text(yaml.safe_dump(raw))
     with pytest.raises(ValueError, match="exclude_names"):
         evaluate(photos, tmp_path / "out2", baseline="dcp", held_out_of=config, device="cpu")
+
+
+def test_no_reference_quality_is_reported_where_the_image_allows(tmp_path: Path) -> None:
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    base = (rng.random((26, 33, 3)) * 255).astype(np.uint8)
+    Image.fromarray(base).resize((264, 208), Image.Resampling.BICUBIC).save(photos / "big.png")
+    write_rgb(photos / "small.png", rng, 40, 64)
+    evaluate(photos, tmp_path / "none", baseline="none", device="cpu")
+    rows = {r["name"]: r for r in _rows(tmp_path / "none")}
+    assert rows["big"]["niqe_in"] and rows["big"]["niqe_in"] == rows["big"]["niqe_out"]  # identity: same score
+    assert rows["small"]["niqe_in"] == ""  # under 192 px a side: no NIQE
+    dcp = evaluate(photos, tmp_path / "dcp", baseline="dcp", device="cpu")
+    assert dcp["niqe_out"] is not None and np.isfinite(dcp["niqe_out"])
