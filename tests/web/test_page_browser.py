@@ -11,22 +11,27 @@ fails the test, so the strict policy is proven to hold for the page's own code a
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
 import os
 import re
 import shutil
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, Route, expect, sync_playwright
 
-from tests.reliability.processes import service_env, service_process, wait_http_ready
-from tests.service.live_server import free_port, tiny_model, tiny_weights
+from tests.reliability.processes import ServiceProcess, service_env, service_process, wait_http_ready
+from tests.service.live_server import free_port, tiny_model, tiny_weights, wait_until
 
 __all__ = ["tiny_model", "tiny_weights"]
 
@@ -48,7 +53,7 @@ CHROMIUM_ARGS = [
 ]
 """Flags for a quiet, offline, unprivileged headless Chromium (no sandbox: CI runs as root in a container)."""
 
-SERVER_START_TIMEOUT_S = 300.0
+SERVER_START_TIMEOUT_S = 600.0
 """How long ``dehaze serve`` may take to be ready (import torch, load and warm the model, start the FADE pool)."""
 
 RESULT_TIMEOUT_MS = 180_000
@@ -91,16 +96,44 @@ def chromium() -> Iterator[Browser]:
         playwright.stop()
 
 
+@dataclass(frozen=True)
+class Server:
+    """A running ``dehaze serve``: its base URL and its process."""
+
+    url: str
+    process: ServiceProcess
+
+    def wait_ready(self) -> None:
+        """Wait until ``/readyz`` is 200: the model is loaded and warm and the FADE pool has started."""
+        wait_http_ready(self.url, self.process, timeout_s=SERVER_START_TIMEOUT_S)
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tiny_model: tuple[Path, Path]) -> Iterator[str]:
-    """``dehaze serve`` on a free port with the tiny model, ready (model warmed); yields its URL."""
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_model: tuple[Path, Path]) -> Iterator[Server]:
+    """``dehaze serve`` on a free port with the tiny model, answering HTTP (not necessarily ready yet).
+
+    Only the upload test needs the model and the FADE pool, and waits for them itself (``Server.wait_ready``):
+    the pages, the error paths and /docs work as soon as HTTP is up.
+    """
     port = free_port()
     env = service_env(tiny_model, port=port, max_batch_wait_ms=5)
     log = tmp_path_factory.mktemp("web-serve") / "serve.log"
     with service_process(["serve"], env, log) as child:
-        url = f"http://127.0.0.1:{port}"
-        wait_http_ready(url, child, timeout_s=SERVER_START_TIMEOUT_S)
-        yield url
+        running = Server(f"http://127.0.0.1:{port}", child)
+
+        def answers() -> bool:
+            if not child.running():
+                raise AssertionError(f"the service exited with {child.process.returncode}:\n{child.log()[-3000:]}")
+            return httpx.get(f"{running.url}/healthz", timeout=5).status_code == 200
+
+        wait_until(answers, SERVER_START_TIMEOUT_S, f"{running.url}/healthz")
+        try:
+            yield running
+        finally:
+            # a graceful stop closes the FADE pool too (a plain kill would leave its processes behind)
+            child.signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout_s=60)
 
 
 class Session:
@@ -133,11 +166,11 @@ class Session:
 
 
 @pytest.fixture
-def session(chromium: Browser, server: str) -> Iterator[Session]:
+def session(chromium: Browser, server: Server) -> Iterator[Session]:
     """A fresh desktop-sized browser context (nothing shared between tests) on the live server."""
-    context = chromium.new_context(base_url=server, viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context = chromium.new_context(base_url=server.url, viewport={"width": 1280, "height": 900}, accept_downloads=True)
     try:
-        yield Session(context, server)
+        yield Session(context, server.url)
     finally:
         context.close()
 
@@ -157,7 +190,8 @@ def _download(page: Page, selector: str) -> Image.Image:
 
 
 @pytest.mark.skipif(not HAZY.is_file(), reason=f"the shared data set is missing ({HAZY})")
-def test_upload_shows_every_output_and_downloads_decode(session: Session, tmp_path: Path) -> None:
+def test_upload_shows_every_output_and_downloads_decode(server: Server, session: Session, tmp_path: Path) -> None:
+    server.wait_ready()
     page = session.page
     page.goto("/")
     page.wait_for_selector("body[data-ready=true]")

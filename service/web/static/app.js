@@ -492,7 +492,7 @@ async function showResult(data, file, roundTrip) {
   ui.compareAfter.src = outputUrl;
   ui.inputImg.src = inputUrl;
   ui.outputImg.src = outputUrl;
-  ui.depthImg.src = keepUrl(await colourDepth(depthBlob));
+  ui.depthImg.src = keepUrl(await colourDepth(depthBlob).catch(() => depthBlob)); // grey if it cannot be coloured
   ui.compare.style.setProperty("--aspect", String(data.width / data.height));
   setCompare(50);
 
