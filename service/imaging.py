@@ -6,8 +6,12 @@ only through ``to_tensor``/``from_tensor``, which import torch on use so that th
 Decisions:
     * Only PNG, JPEG (camera MPO files open as JPEG), WebP, TIFF, BMP and GIF are opened (Pillow is told to try
       no other plugin).
+    * Before Pillow parses anything, ``service.headers`` reads the container within a fixed budget of markers,
+      chunks and segments (422 past it) and checks that the data can hold the declared pixels (422 when it cannot).
     * Our pixel limit is checked from the header, before any pixel is decoded. Pillow's own decompression-bomb
       guard stays on; its warning is turned into ``TooLargeError`` as well.
+    * The probe reads the EXIF orientation without decoding: Pillow's PNG plugin would decode the whole image to
+      look for an EXIF chunk after the pixel data, so such a late chunk is seen by the decode only.
     * EXIF orientation is applied, so outputs have the size the user sees.
     * Transparency is composited on white: the colour stored under fully transparent pixels is arbitrary (often
       black or garbage), so dropping alpha would feed the model an image nobody saw; white is what viewers and
@@ -28,6 +32,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from service.errors import ImageError, MalformedImageError, TooLargeError, UnsupportedImageError
+from service.headers import read_header
+
 if TYPE_CHECKING:
     import torch
 
@@ -42,6 +49,8 @@ __all__ = [
     "apply_colormap",
     "blend_weights",
     "bucket_shape",
+    "check_compute",
+    "compute_pixels",
     "decode_image",
     "encode_depth",
     "encode_image",
@@ -62,20 +71,8 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _ORIENTATION_TAG = 0x0112
 
 
-class ImageError(ValueError):
-    """Base class of the errors an upload can cause."""
-
-
-class UnsupportedImageError(ImageError):
-    """Not an image format (or colour mode) we accept: HTTP 415."""
-
-
-class MalformedImageError(ImageError):
-    """A format we accept, but the bytes are broken: HTTP 422."""
-
-
-class TooLargeError(ImageError):
-    """More pixels than allowed: HTTP 413."""
+_CONVERTIBLE_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
+"""Modes Pillow always converts to RGB: a conversion failure there means broken data (422), not a wrong mode."""
 
 
 # -- decoding ----------------------------------------------------------------------------------------------------
@@ -89,7 +86,14 @@ def _looks_like_accepted(data: bytes) -> bool:
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
-    """Open the header only and enforce the pixel limit; nothing is decoded yet."""
+    """Read the header within the parsing budget, enforce the pixel limit and open it; nothing is decoded yet."""
+    declared = read_header(data)
+    if declared is not None:
+        if declared.pixels > max_pixels:
+            raise TooLargeError(
+                f"image has {declared.width}x{declared.height} = {declared.pixels} pixels; the limit is {max_pixels}"
+            )
+        declared.check_data()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -120,8 +124,8 @@ def probe_image(data: bytes, max_pixels: int) -> tuple[int, int]:
     """
     image = _open(data, max_pixels)
     width, height = image.size
-    try:
-        orientation = image.getexif().get(_ORIENTATION_TAG, 1)
+    try:  # the base class's getexif: PNG's own would decode the whole image to look for a late EXIF chunk
+        orientation = Image.Image.getexif(image).get(_ORIENTATION_TAG, 1)
     except Exception:  # a broken EXIF block must not reject an image Pillow can decode
         orientation = 1
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
@@ -171,8 +175,10 @@ def to_rgb01(image: Image.Image) -> np.ndarray:
             alpha = rgba[:, :, 3:4]
             return np.ascontiguousarray(rgba[:, :, :3] * alpha + (1.0 - alpha))
         return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    except ValueError as error:  # a mode Pillow cannot convert to RGB (e.g. LAB without a profile)
-        raise UnsupportedImageError(f"unsupported colour mode {mode}") from error
+    except ValueError as error:
+        if mode in _CONVERTIBLE_MODES:  # e.g. a palette index beyond the palette: the data is broken
+            raise MalformedImageError(f"the {mode} image cannot be converted to RGB: {error}") from error
+        raise UnsupportedImageError(f"unsupported colour mode {mode}") from error  # e.g. LAB without a profile
 
 
 # -- tensors -----------------------------------------------------------------------------------------------------
@@ -249,6 +255,32 @@ def plan_tiles(height: int, width: int, tile_size: int, overlap: int) -> list[Ti
         for y in tile_starts(height, tile_size, overlap)
         for x in tile_starts(width, tile_size, overlap)
     ]
+
+
+def compute_pixels(height: int, width: int, tile_size: int, overlap: int, multiple: int) -> int:
+    """Pixels the model computes for an image: its tiles, each padded to its bucket (see ``plan_tiles``).
+
+    About 1.1-1.3 × height × width for large photos; far more for very thin images, whose short side is padded up
+    to ``multiple`` in every one of their many tiles (a 1×1,000,000 image computes 32 × 1,000,000 pixels).
+    """
+    tiles = len(tile_starts(height, tile_size, overlap)) * len(tile_starts(width, tile_size, overlap))
+    padded_h, padded_w = bucket_shape(min(tile_size, height), min(tile_size, width), multiple)
+    return tiles * padded_h * padded_w
+
+
+def check_compute(height: int, width: int, tile_size: int, overlap: int, multiple: int, budget: int) -> int:
+    """The pixels the model computes for an image (``compute_pixels``), refused above ``budget``.
+
+    Raises:
+        TooLargeError: the image needs more model work than ``budget`` pixels (HTTP 413).
+    """
+    needed = compute_pixels(height, width, tile_size, overlap, multiple)
+    if needed > budget:
+        raise TooLargeError(
+            f"a {width}x{height} image needs {needed} pixels of model work (tiles padded to {multiple}); "
+            f"the limit per request is {budget}"
+        )
+    return needed
 
 
 def blend_weights(height: int, width: int, overlap: int) -> np.ndarray:
