@@ -12,6 +12,12 @@ filter before scoring. That bounds the cost of one score to about a second for a
 shrunk image each 8×8 patch covers more of the scene, so the score of a 12 MP photo is the score of its 1 MP
 version, not of the full-resolution pixels; scores of images of very different sizes compare loosely, scores before
 and after dehazing of one image (same size) compare exactly as FADE intends.
+
+The bound holds for every aspect ratio: FADE needs 16 pixels on each side, so a side shorter than that is padded,
+and what is bounded is the *padded* size (``fade_size``). A 1×1,000,000 image has only a megapixel but would be
+scored at 16 megapixels (23 s and 5.3 GB measured); it is shrunk along its long side until the padded image fits
+(16×65,536 here). ``fade_of_array`` applies the same bound itself, so no caller can score more than
+``max(max_pixels, 256)`` pixels.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from PIL import Image, ImageOps
 from service import imaging
 from service.metrics import observe_density
 
-__all__ = ["MAX_FADE_PIXELS", "DensityScorer", "fade_of_array", "fade_of_bytes", "shrink_for_fade"]
+__all__ = ["MAX_FADE_PIXELS", "DensityScorer", "fade_of_array", "fade_of_bytes", "fade_size", "shrink_for_fade"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,22 +50,47 @@ MAX_FADE_PIXELS = 1 << 20
 _MIN_SIDE = 16  # pyfade fails below two 8×8 patches per side (a border filter needs them)
 
 
+def fade_size(width: int, height: int, max_pixels: int = MAX_FADE_PIXELS) -> tuple[int, int]:
+    """The size an image is scored at: its own, or smaller so that, padded to 16 px a side, it fits ``max_pixels``.
+
+    The aspect ratio is kept while both sides stay at least 16 px; a side that would fall below that is padded
+    anyway, so the other side alone is shrunk to fit. The padded result never exceeds ``max(max_pixels, 256)``.
+    """
+    if width < 1 or height < 1:
+        raise ValueError(f"empty image size {width}x{height}")
+    limit = max(max_pixels, _MIN_SIDE * _MIN_SIDE)
+    if max(width, _MIN_SIDE) * max(height, _MIN_SIDE) <= limit:
+        return width, height
+    scale = math.sqrt(limit / (width * height))
+    new_w, new_h = min(width, max(1, int(width * scale))), min(height, max(1, int(height * scale)))
+    if new_w < _MIN_SIDE:  # padded to 16 wide: the height takes what is left
+        new_w, new_h = min(width, _MIN_SIDE), min(height, limit // _MIN_SIDE)
+    elif new_h < _MIN_SIDE:
+        new_w, new_h = min(width, limit // _MIN_SIDE), min(height, _MIN_SIDE)
+    return new_w, new_h
+
+
 def shrink_for_fade(image: Image.Image, max_pixels: int = MAX_FADE_PIXELS) -> Image.Image:
-    """The image itself when it has at most ``max_pixels`` pixels, else a box-filtered copy that fits."""
-    width, height = image.size
-    if width * height <= max_pixels:
+    """The image itself when it fits ``fade_size``, else a box-filtered copy of that size."""
+    size = fade_size(*image.size, max_pixels)
+    if size == image.size:
         return image
-    scale = math.sqrt(max_pixels / (width * height))
-    size = (max(_MIN_SIDE, int(width * scale)), max(_MIN_SIDE, int(height * scale)))
     return image.resize(size, Image.Resampling.BOX)
 
 
-def fade_of_array(rgb: np.ndarray) -> float:
-    """FADE of an H×W×3 uint8 RGB array (lower = less haze); sides under 16 pixels are padded by edge copy."""
+def fade_of_array(rgb: np.ndarray, max_pixels: int = MAX_FADE_PIXELS) -> float:
+    """FADE of an H×W×3 uint8 RGB array (lower = less haze).
+
+    An array larger than ``fade_size`` allows is shrunk first (box filter); sides under 16 pixels are then padded
+    by edge copy.
+    """
     import pyfade  # imported in the pool's processes only; loads its reference models on first use
 
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an H×W×3 RGB array, got shape {rgb.shape}")
+    height, width = rgb.shape[:2]
+    if fade_size(width, height, max_pixels) != (width, height):
+        rgb = np.asarray(shrink_for_fade(Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)), max_pixels))
     pad_h, pad_w = max(0, _MIN_SIDE - rgb.shape[0]), max(0, _MIN_SIDE - rgb.shape[1])
     if pad_h or pad_w:
         rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
@@ -80,7 +111,7 @@ def fade_of_bytes(data: bytes, max_pixels: int = MAX_FADE_PIXELS) -> float:
             image = _to_rgb8(ImageOps.exif_transpose(opened))
     except (OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"cannot decode the image: {error}") from error
-    return fade_of_array(np.asarray(shrink_for_fade(image, max_pixels)))
+    return fade_of_array(np.asarray(shrink_for_fade(image, max_pixels)), max_pixels)
 
 
 def _to_rgb8(image: Image.Image) -> Image.Image:
@@ -149,9 +180,10 @@ class DensityScorer:
 
     async def score_array(self, rgb: np.ndarray) -> float:
         """FADE of an H×W×3 uint8 array, computed in the pool (shrunk first when it is too large)."""
-        if rgb.shape[0] * rgb.shape[1] > self._max_pixels:
+        height, width = rgb.shape[:2]
+        if fade_size(width, height, self._max_pixels) != (width, height):
             rgb = np.asarray(shrink_for_fade(Image.fromarray(rgb), self._max_pixels))
-        return await self._run(fade_of_array, rgb)
+        return await self._run(fade_of_array, rgb, self._max_pixels)
 
     async def _run(self, function: Callable[..., float], *args: object) -> float:
         started = time.perf_counter()

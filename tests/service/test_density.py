@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from prometheus_client import REGISTRY
 
-from service.density import MAX_FADE_PIXELS, DensityScorer, fade_of_array, fade_of_bytes, shrink_for_fade
+from service.density import MAX_FADE_PIXELS, DensityScorer, fade_of_array, fade_of_bytes, fade_size, shrink_for_fade
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,25 @@ def test_shrink_bounds_pixels_and_keeps_aspect() -> None:
     assert abs(small.width / small.height - 4.0) < 0.02
     untouched = Image.new("RGB", (100, 50))
     assert shrink_for_fade(untouched, max_pixels=250_000) is untouched
+
+
+@pytest.mark.parametrize(
+    "size", [(1, 1_000_000), (1_000_000, 1), (1, 16_777_216), (3, 2_000_000), (20, 800_000), (4000, 3000), (17, 65536)]
+)
+def test_the_padded_fade_size_is_bounded_at_every_aspect_ratio(size: tuple[int, int]) -> None:
+    """FADE pads sides under 16 px: the padded size, not the image's, must fit (1×1,000,000 was scored at 16 MP)."""
+    width, height = fade_size(*size, MAX_FADE_PIXELS)
+    assert 1 <= width <= size[0] and 1 <= height <= size[1]
+    assert max(width, 16) * max(height, 16) <= MAX_FADE_PIXELS
+    assert fade_size(100, 50, MAX_FADE_PIXELS) == (100, 50)
+
+
+def test_fade_of_a_thin_array_is_shrunk_to_the_bound_itself() -> None:
+    thin = _scene(2, 300_000)
+    fade_of_array(_scene(64, 64))  # loads the reference models
+    started = time.perf_counter()
+    score = fade_of_array(thin, max_pixels=64 * 64)  # scored at 2×256, padded to 16×256
+    assert time.perf_counter() - started < 5 and (np.isnan(score) or score > 0)
 
 
 def test_haze_raises_fade() -> None:
