@@ -3,6 +3,12 @@
 The same functions as the service do the work (decoding with limits, the worker's tiling, encoding), but the
 model runs directly in this process: no queue, no HTTP. Optional outputs: depth maps (16-bit PNG) and a CSV of
 FADE haze densities before and after.
+
+Every output path is planned and checked before the model loads, so that a usage error costs nothing and is one
+clear line with exit status 2: an output folder that is a file or cannot be created or written, a CSV path that is
+a folder, and any output that would replace one of the inputs (refused unless ``--overwrite``: running on a folder
+with ``--out`` the same folder must not silently destroy the photos). Outputs never replace each other either
+(``a_depth.png`` of ``a.png`` against a dehazed ``a_depth.png``): repeated names get ``-2``, ``-3``, ...
 """
 
 from __future__ import annotations
@@ -10,12 +16,13 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 
 from service.commands._common import CommandError, load_settings
 from service.config import Settings
@@ -23,7 +30,16 @@ from service.config import Settings
 if TYPE_CHECKING:
     from service.worker.runner import Runner
 
-__all__ = ["IMAGE_SUFFIXES", "add_arguments", "find_images", "run"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "Planned",
+    "add_arguments",
+    "check_outputs",
+    "find_images",
+    "plan_outputs",
+    "prepare_output_folder",
+    "run",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=Path, help="checkpoint (default: DEHAZE_WEIGHTS or the shipped weights)")
     parser.add_argument("--format", choices=sorted(_EXTENSIONS), default="png", help="output format (default png)")
     parser.add_argument("--recursive", action="store_true", help="also look into sub-folders")
+    parser.add_argument("--overwrite", action="store_true", help="allow outputs to replace input files")
 
 
 def find_images(inputs: Iterable[Path], recursive: bool = False) -> list[Path]:
@@ -64,13 +81,75 @@ def find_images(inputs: Iterable[Path], recursive: bool = False) -> list[Path]:
     return list(found)
 
 
-def _output_stems(paths: list[Path]) -> Iterator[tuple[Path, str]]:
-    """Each path with a unique output stem (``name``, then ``name-2``, ... when names repeat)."""
-    seen: dict[str, int] = {}
-    for path in paths:
-        count = seen.get(path.stem, 0) + 1
-        seen[path.stem] = count
-        yield path, path.stem if count == 1 else f"{path.stem}-{count}"
+@dataclass(frozen=True)
+class Planned:
+    """One input and the files written for it."""
+
+    source: Path
+    image: Path
+    depth: Path | None
+
+
+def plan_outputs(images: list[Path], out: Path, extension: str, depth: bool) -> list[Planned]:
+    """The output files of every input: ``<stem><ext>`` (and ``<stem>_depth.png``), all distinct.
+
+    A stem whose files are already planned gets ``-2``, ``-3``, ... so that no output replaces another.
+    """
+    taken: set[str] = set()
+    planned = []
+    for path in images:
+        count = 1
+        while True:
+            stem = path.stem if count == 1 else f"{path.stem}-{count}"
+            names = [f"{stem}{extension}"] + ([f"{stem}_depth.png"] if depth else [])
+            if not any(name in taken for name in names):
+                break
+            count += 1
+        taken.update(names)
+        planned.append(Planned(path, out / names[0], out / names[1] if depth else None))
+    return planned
+
+
+def prepare_output_folder(out: Path) -> None:
+    """Create the output folder, or check the existing one.
+
+    Raises:
+        CommandError: ``out`` is a file, or cannot be created or written to.
+    """
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {out} is a file; it must be a folder (created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f"cannot create the output folder {out}: {error.strerror or error}") from error
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise CommandError(f"cannot write to the output folder {out}: permission denied")
+
+
+def check_outputs(planned: list[Planned], fade_csv: Path | None, overwrite: bool) -> None:
+    """Refuse a CSV path that is a folder, and outputs that would replace an input (unless ``overwrite``).
+
+    Raises:
+        CommandError: with the first conflict found.
+    """
+    if fade_csv is not None and fade_csv.is_dir():
+        raise CommandError(f"--fade-csv {fade_csv} is a folder; it must be a file path")
+    if overwrite:
+        return
+    inputs = {item.source.resolve() for item in planned}
+    outputs = [path for item in planned for path in (item.image, item.depth) if path is not None]
+    outputs += [fade_csv] if fade_csv is not None else []
+    for path in outputs:
+        if path.resolve() in inputs or any(_same_file(path, source) for source in inputs if path.exists()):
+            raise CommandError(f"the output {path} would replace an input file; choose another --out or --overwrite")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """True when both paths name one existing file (hard links included)."""
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,6 +160,11 @@ def run(args: argparse.Namespace) -> int:
         weights = settings.weights_path()
         if not weights.is_file():
             raise CommandError(f"weights file not found: {weights}")
+        planned = plan_outputs(images, args.out, _EXTENSIONS[args.format], args.depth)
+        check_outputs(planned, args.fade_csv, args.overwrite)
+        prepare_output_folder(args.out)
+        if args.fade_csv is not None:
+            prepare_output_folder(args.fade_csv.parent)
     except CommandError as error:
         logger.error("%s", error)
         return 2
@@ -95,28 +179,27 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(settings.torch_threads)
     runner = Runner(load_pipeline_from_weights(weights), device=settings.device, dtype=settings.dtype)
     logger.info("running on %s (%s)", runner.device, runner.dtype)
-    args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []
     failures = 0
-    for path, stem in tqdm(list(_output_stems(images)), desc="dehaze", unit="image"):
+    for item in tqdm(planned, desc="dehaze", unit="image"):
         try:
-            rows.append(_process(path, stem, runner, settings, args))
+            rows.append(_process(item, runner, settings, args))
         except Exception as error:  # one bad file must not stop a folder run
             failures += 1
-            logger.error("%s: %s", path, error)
+            logger.error("%s: %s", item.source, error)
     if args.fade_csv is not None:
         _write_csv(args.fade_csv, rows)
     logger.info("%d of %d images written to %s", len(rows), len(images), args.out)
     return 1 if failures else 0
 
 
-def _process(path: Path, stem: str, runner: Runner, settings: Settings, args: argparse.Namespace) -> dict[str, object]:
+def _process(item: Planned, runner: Runner, settings: Settings, args: argparse.Namespace) -> dict[str, object]:
     """Dehaze one file and write its outputs; returns its CSV row."""
     from service import imaging
-    from service.density import fade_of_array, shrink_for_fade
+    from service.density import fade_of_array
     from service.worker.runner import infer_image
 
-    rgb = imaging.decode_image(path.read_bytes(), settings.max_pixels)
+    rgb = imaging.decode_image(item.source.read_bytes(), settings.max_pixels)
     dehazed, depth = infer_image(
         runner,
         rgb,
@@ -125,15 +208,19 @@ def _process(path: Path, stem: str, runner: Runner, settings: Settings, args: ar
         bucket_multiple=settings.bucket_multiple,
         max_batch_size=settings.batch_size_on(runner.device.type),
     )
-    out = args.out / f"{stem}{_EXTENSIONS[args.format]}"
-    out.write_bytes(imaging.encode_image(dehazed, args.format, settings.default_quality))
-    if args.depth:
-        (args.out / f"{stem}_depth.png").write_bytes(imaging.encode_depth(depth, colormap=False))
-    row: dict[str, object] = {"input": str(path), "output": str(out), "width": rgb.shape[1], "height": rgb.shape[0]}
+    item.image.write_bytes(imaging.encode_image(dehazed, args.format, settings.default_quality))
+    if item.depth is not None:
+        item.depth.write_bytes(imaging.encode_depth(depth, colormap=False))
+    row: dict[str, object] = {
+        "input": str(item.source),
+        "output": str(item.image),
+        "width": rgb.shape[1],
+        "height": rgb.shape[0],
+    }
     if args.fade_csv is not None:
         for key, image in (("fade_in", rgb), ("fade_out", dehazed)):
-            as_uint8 = Image.fromarray(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8))
-            row[key] = fade_of_array(np.asarray(shrink_for_fade(as_uint8, settings.density_max_pixels)))
+            as_uint8 = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
+            row[key] = fade_of_array(as_uint8, settings.density_max_pixels)  # shrunk to the FADE bound inside
     return row
 
 

@@ -76,6 +76,75 @@ def test_run_reports_a_missing_input(
     assert "input not found" in caplog.text
 
 
+def run_command(tmp_path: Path, tiny_weights: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m service.cli run ARGS --weights TINY`` in a clean environment, output captured."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEHAZE_")}
+    env |= {"DEHAZE_TILE_SIZE": "64", "DEHAZE_TILE_OVERLAP": "16", "DEHAZE_TORCH_THREADS": "1", "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-m", "service.cli", "run", *args, "--weights", str(tiny_weights)]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+
+def assert_usage_error(done: subprocess.CompletedProcess[str], needle: str) -> None:
+    """Exit 2 with one clear line naming the problem, and no traceback."""
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and needle in errors[0], done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("layout", ["same-folder", "same-file-dot", "csv-over-input"])
+def test_run_refuses_to_overwrite_its_inputs_unless_told(tmp_path: Path, tiny_weights: Path, layout: str) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    original = image_bytes(40, 30)
+    (photos / "a.png").write_bytes(original)
+    args = {
+        "same-folder": [str(photos), "--out", str(photos)],
+        "same-file-dot": ["a.png", "--out", "."],
+        "csv-over-input": [str(photos), "--out", str(tmp_path / "out"), "--fade-csv", str(photos / "a.png")],
+    }[layout]
+    cwd = photos if layout == "same-file-dot" else tmp_path
+    assert_usage_error(run_command(cwd, tiny_weights, *args), "would replace an input")
+    assert (photos / "a.png").read_bytes() == original
+
+    if layout == "same-folder":
+        done = run_command(cwd, tiny_weights, *args, "--overwrite")
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert (photos / "a.png").read_bytes() != original
+        assert Image.open(photos / "a.png").size == (40, 30)
+
+
+@pytest.mark.parametrize("problem", ["out-is-a-file", "out-under-a-file", "csv-is-a-folder"])
+def test_run_reports_an_impossible_output_in_one_line(tmp_path: Path, tiny_weights: Path, problem: str) -> None:
+    (tmp_path / "a.png").write_bytes(image_bytes(24, 16))
+    (tmp_path / "taken").write_text("a file")
+    (tmp_path / "folder").mkdir()
+    args, needle = {
+        "out-is-a-file": (["--out", "taken"], "is a file"),
+        "out-under-a-file": (["--out", "taken/sub"], "cannot create the output folder"),
+        "csv-is-a-folder": (["--out", "out", "--fade-csv", "folder"], "is a folder"),
+    }[problem]
+    assert_usage_error(run_command(tmp_path, tiny_weights, "a.png", *args), needle)
+
+
+def test_run_outputs_never_replace_each_other(
+    tmp_path: Path, tiny_weights: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """``a_depth.png`` (an input) and the depth map of ``a.png`` would share a name: one of them moves aside."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(image_bytes(40, 30))
+    (folder / "a_depth.png").write_bytes(image_bytes(24, 16))
+    clean_env.setenv("DEHAZE_TILE_SIZE", "64")
+    clean_env.setenv("DEHAZE_TILE_OVERLAP", "16")
+    out = tmp_path / "out"
+    assert main(["run", str(folder), "--out", str(out), "--depth", "--weights", str(tiny_weights)]) == 0
+    names = sorted(path.name for path in out.iterdir())
+    assert len(names) == 4 and "a.png" in names and "a_depth.png" in names
+    sizes = {Image.open(out / name).size for name in names}
+    assert sizes == {(40, 30), (24, 16)}
+
+
 @pytest.mark.parametrize("command", ["api", "worker"])
 def test_redis_commands_need_a_redis_url(
     command: str, clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
