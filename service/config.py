@@ -11,6 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
 
+_CPU_COMPUTE_BUDGET = 8 * 640 * 640
+"""Default ``max_compute_pixels`` on the CPU: eight 640² tiles, exactly a 1920×1080 photo at the default tiling."""
+
 
 class Settings(BaseSettings):
     """Every setting of the API and the worker. Each field is the env var ``DEHAZE_<NAME>``."""
@@ -55,6 +58,14 @@ class Settings(BaseSettings):
     # limits
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1, description="largest accepted upload (413 above)")
     max_pixels: int = Field(default=16_777_216, ge=1, description="largest accepted width*height (413 above)")
+    max_compute_pixels: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "pixels one request may send through the model: its tiles, each padded to its bucket (413 above); "
+            "unset: 3,276,800 on the CPU (a 1920x1080 photo), 2 x max_pixels on CUDA"
+        ),
+    )
     # haze density
     density_workers: int = Field(default=1, ge=1, description="processes computing FADE off the inference path")
     density_max_pixels: int = Field(
@@ -62,6 +73,14 @@ class Settings(BaseSettings):
         ge=64,
         description="images with more pixels are shrunk (area filter) before FADE, bounding its cost",
     )
+    # connections
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="a client must send a request's headers within this (connection closed)"
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="... and then some of its body at least this often (connection closed)"
+    )
+    max_connections: int = Field(default=512, ge=1, description="open connections beyond this are closed at once")
     # outputs
     default_quality: int = Field(default=90, ge=1, le=100, description="JPEG/WebP quality when the request names none")
     # security and ops
@@ -101,6 +120,18 @@ class Settings(BaseSettings):
         if self.max_batch_size is not None:
             return self.max_batch_size
         return 8 if device_type == "cuda" else 1
+
+    def compute_budget_on(self, device_type: str) -> int:
+        """``max_compute_pixels``, or the default for the device when unset.
+
+        The budget bounds the model time of one request. On the CPU eight 640² tiles (a 1920×1080 photo) take about
+        17 s with the small model (README, Benchmarks); the 49 tiles of a 4096² upload took 143 s, which held the
+        worker (and every request queued behind it) for minutes. A GPU computes the whole ``max_pixels`` in seconds;
+        its budget, twice that, only refuses shapes whose tiles are mostly padding (e.g. 1×16,000,000).
+        """
+        if self.max_compute_pixels is not None:
+            return self.max_compute_pixels
+        return 2 * self.max_pixels if device_type == "cuda" else _CPU_COMPUTE_BUDGET
 
     def weights_path(self) -> Path:
         """The checkpoint to serve: ``weights``, or the shipped weights when unset."""

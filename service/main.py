@@ -98,6 +98,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     queue = make_queue(settings)
     density = DensityScorer(settings.density_workers, settings.density_max_pixels)
     services = Services(settings=settings, queue=queue, density=density)
+    services.compute_budget = settings.compute_budget_on(_worker_device(settings))
     stop = asyncio.Event()
     if settings.redis_url is None:
         services.worker_ready = asyncio.Event()
@@ -113,6 +114,21 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await queue.close()
         density.close()
         logger.info("API stopped")
+
+
+def _worker_device(settings: Settings) -> str:
+    """The device type the workers compute on, as far as this process can tell.
+
+    The embedded worker runs here, so ``auto`` is resolved (torch is loaded for it anyway). An API on Redis never
+    loads torch: ``auto`` counts as CUDA, the larger budget, and a CPU worker refuses what exceeds its own.
+    """
+    if settings.device != "auto":
+        return settings.device
+    if settings.redis_url is None:
+        from service.worker.runner import resolve_device
+
+        return resolve_device("auto").type
+    return "cuda"
 
 
 async def _stop_worker(services: Services, stop: asyncio.Event) -> None:

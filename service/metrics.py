@@ -18,6 +18,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "BATCH_SIZE",
+    "CANCELLED_TILES",
     "COMPUTE_SECONDS",
     "DENSITY_SECONDS",
     "GPU_MEMORY_BYTES",
@@ -33,6 +34,7 @@ __all__ = [
     "observe_batch",
     "observe_density",
     "observe_request",
+    "record_cancelled_tiles",
     "record_job",
     "set_gpu_memory",
     "set_model_info",
@@ -45,7 +47,7 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 DENSITY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS: tuple[float, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
-JOB_OUTCOMES: tuple[str, ...] = ("ok", "failed", "poisoned", "expired")
+JOB_OUTCOMES: tuple[str, ...] = ("ok", "failed", "poisoned", "expired", "cancelled")
 GPU_MEMORY_KINDS: tuple[str, ...] = ("allocated", "reserved", "max_allocated")
 
 REQUEST_DURATION_SECONDS = Histogram(
@@ -68,7 +70,10 @@ JOB_DURATION_SECONDS = Histogram(
 )
 BATCH_SIZE = Histogram("dehaze_batch_size", "Images or tiles in one forward pass", buckets=BATCH_BUCKETS)
 QUEUE_DEPTH = Gauge("dehaze_queue_depth", "Jobs submitted and not yet finished")
-JOBS_TOTAL = Counter("dehaze_jobs", "Finished jobs by outcome (ok, failed, poisoned, expired)", ["outcome"])
+JOBS_TOTAL = Counter("dehaze_jobs", "Finished jobs by outcome (ok, failed, poisoned, expired, cancelled)", ["outcome"])
+CANCELLED_TILES = Counter(
+    "dehaze_cancelled_tiles", "Tiles not computed because their job was cancelled or expired while it ran"
+)
 WORKERS_ALIVE = Gauge("dehaze_workers_alive", "Workers with a recent heartbeat")
 GPU_MEMORY_BYTES = Gauge("dehaze_gpu_memory_bytes", "CUDA memory of the worker's device", ["kind"])
 DENSITY_SECONDS = Histogram("dehaze_density_seconds", "Duration of one FADE computation", buckets=DENSITY_BUCKETS)
@@ -112,6 +117,11 @@ def record_job(outcome: str, duration_s: float | None = None) -> None:
     JOBS_TOTAL.labels(outcome=outcome).inc()
     if duration_s is not None:
         JOB_DURATION_SECONDS.observe(max(0.0, duration_s))
+
+
+def record_cancelled_tiles(count: int) -> None:
+    """Count tiles skipped because their job was cancelled (client gone) or expired while it was computed."""
+    CANCELLED_TILES.inc(count)
 
 
 def set_queue_depth(depth: int) -> None:

@@ -8,19 +8,22 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
-from service.api.errors import ApiError
+from service.api.errors import ApiError, ClientDisconnectedError
 from service.api.state import Services
 from service.config import Settings
 from service.density import DensityScorer
 from service.queue.base import JobQueue
 
 __all__ = [
+    "ComputeBudgetDep",
     "DensityDep",
     "QueueDep",
     "ServicesDep",
     "SettingsDep",
     "UploadDep",
+    "get_compute_budget",
     "get_density",
     "get_queue",
     "get_services",
@@ -55,9 +58,15 @@ def get_density(services: ServicesDep) -> DensityScorer:
     return services.density
 
 
+def get_compute_budget(services: ServicesDep) -> int:
+    """The pixels of model work one request may cost."""
+    return services.compute_budget or services.settings.compute_budget_on("cuda")
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 DensityDep = Annotated[DensityScorer, Depends(get_density)]
+ComputeBudgetDep = Annotated[int, Depends(get_compute_budget)]
 
 
 def require_api_key(request: Request, settings: SettingsDep) -> None:
@@ -99,6 +108,8 @@ async def get_upload(request: Request, settings: SettingsDep) -> bytes:
         if error.status_code != 400:  # e.g. 413 raised by the body limit while the form streams in
             raise
         raise ApiError(422, f"malformed multipart body: {error.detail}") from error
+    except ClientDisconnect as error:  # e.g. cut off by the body read timeout (service.server)
+        raise ClientDisconnectedError("before its upload was complete") from error
     if len(data) > settings.max_upload_bytes:
         raise ApiError(413, f"the upload exceeds the limit of {settings.max_upload_bytes} bytes")
     if not data:

@@ -1,12 +1,15 @@
 """The request side of one job: check the upload, submit it, wait for the result, cancel on disconnect.
 
-Every failure becomes an ``ApiError`` with the status the contract gives it, so the routes stay short.
+Every failure becomes an ``ApiError`` with the status the contract gives it, so the routes stay short. The header
+check runs in a thread, never on the event loop: its parsing is bounded (``service.headers``), but an event loop
+that parses uploads cannot answer ``/healthz`` meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from typing import Any
@@ -16,43 +19,81 @@ from fastapi import Request
 from service import imaging
 from service.api.errors import ApiError, ClientDisconnectedError
 from service.config import Settings
-from service.queue.base import Job, JobQueue, JobResult, QueueFullError, QueueUnavailableError, ResultTimeoutError
+from service.errors import ImageError
+from service.queue.base import (
+    Job,
+    JobQueue,
+    JobResult,
+    QueueError,
+    QueueFullError,
+    QueueUnavailableError,
+    ResultTimeoutError,
+)
 
 __all__ = ["check_image", "run_job"]
 
-_IMAGE_ERRORS: tuple[tuple[type[Exception], int], ...] = (
-    (imaging.TooLargeError, 413),
-    (imaging.UnsupportedImageError, 415),
-    (imaging.MalformedImageError, 422),
-)
+logger = logging.getLogger(__name__)
 
 
-def check_image(data: bytes, settings: Settings) -> tuple[int, int]:
-    """Width and height from the image header, before anything is decoded.
+async def check_image(data: bytes, settings: Settings, compute_budget: int | None = None) -> tuple[int, int]:
+    """Width and height from the image header, before anything is decoded (in a thread).
+
+    Args:
+        data: the upload.
+        settings: the pixel limit and the tiling.
+        compute_budget: the most pixels of model work the request may cost; None for requests without model work.
 
     Raises:
-        ApiError: 413 above ``max_pixels``, 415 for a format we do not accept, 422 for a broken header.
+        ApiError: 413 above ``max_pixels`` or the compute budget, 415 for a format we do not accept, 422 for a
+            broken header, one beyond the parsing budget, or one whose data cannot hold its pixels.
     """
     try:
-        return imaging.probe_image(data, settings.max_pixels)
-    except Exception as error:
-        for kind, status in _IMAGE_ERRORS:
-            if isinstance(error, kind):
-                raise ApiError(status, str(error)) from error
-        raise
+        return await asyncio.to_thread(_check, data, settings, compute_budget)
+    except ImageError as error:
+        raise ApiError(error.status, str(error)) from error
+
+
+def _check(data: bytes, settings: Settings, compute_budget: int | None) -> tuple[int, int]:
+    width, height = imaging.probe_image(data, settings.max_pixels)
+    if compute_budget is not None:
+        imaging.check_compute(
+            height, width, settings.tile_size, settings.tile_overlap, settings.bucket_multiple, compute_budget
+        )
+    return width, height
 
 
 async def run_job(
-    request: Request, queue: JobQueue, settings: Settings, payload: bytes, options: dict[str, Any]
+    request: Request,
+    queue: JobQueue,
+    settings: Settings,
+    payload: bytes,
+    options: dict[str, Any],
+    size: tuple[int, int] = (0, 0),
 ) -> JobResult:
     """Submit one job and wait for its result, cancelling it if the client disconnects.
 
+    Args:
+        request: the HTTP request (watched for a disconnect).
+        queue: the job queue.
+        settings: the request timeout.
+        payload: the checked upload.
+        options: the output options of the job.
+        size: the upload's (width, height) from ``check_image``; the worker plans its batches from it.
+
     Raises:
         ApiError: 503 (with Retry-After) when the queue is full, 503 when it is unreachable, 504 when no
-            result arrives within ``request_timeout_s``, or the job's own error status when it failed.
+            result arrives within ``request_timeout_s``, or the job's own error status when it failed (a 503
+            from the worker, e.g. a result Redis could not store, carries Retry-After too).
         ClientDisconnectedError: when the client disconnected first.
     """
-    job = Job(payload=payload, options=options, deadline=time.time() + settings.request_timeout_s)
+    width, height = size
+    job = Job(
+        payload=payload,
+        options=options,
+        deadline=time.time() + settings.request_timeout_s,
+        width=width,
+        height=height,
+    )
     try:
         await queue.submit(job)
     except QueueFullError as error:
@@ -62,7 +103,8 @@ async def run_job(
         raise ApiError(503, f"the job queue is unavailable: {error}", {"Retry-After": "5"}) from error
     result = await _wait_or_cancel(request, queue, job.id, settings.request_timeout_s)
     if not result.ok:
-        raise ApiError(result.error_status or 500, result.error or "the job failed")
+        status = result.error_status or 500
+        raise ApiError(status, result.error or "the job failed", {"Retry-After": "5"} if status == 503 else None)
     return result
 
 
@@ -80,15 +122,27 @@ async def _wait_or_cancel(request: Request, queue: JobQueue, job_id: str, timeou
         waiting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await waiting
-        await queue.cancel(job_id)
+        await _cancel(queue, job_id)
         raise ClientDisconnectedError(job_id)
     try:
         return waiting.result()
     except ResultTimeoutError as error:
-        await queue.cancel(job_id)
+        await _cancel(queue, job_id)
         raise ApiError(504, f"no result within {timeout_s:g} s; try again later") from error
     except QueueUnavailableError as error:
         raise ApiError(503, f"the job queue is unavailable: {error}", {"Retry-After": "5"}) from error
+
+
+async def _cancel(queue: JobQueue, job_id: str) -> None:
+    """Cancel a job nobody waits for any more, whatever the queue's state.
+
+    A queue that cannot record the cancellation (down, or Redis at maxmemory) must not turn the answer into a 500:
+    the job then runs to its end or its deadline, and its result expires unread.
+    """
+    try:
+        await queue.cancel(job_id)
+    except QueueError as error:
+        logger.warning("job %s could not be cancelled: %s", job_id, error)
 
 
 async def _disconnected(request: Request) -> None:

@@ -23,11 +23,15 @@ class Services:
         worker_ready: set once the in-process worker has loaded and warmed the model (embedded mode only).
         worker_task: the in-process worker (embedded mode only).
         worker_error: why the in-process worker stopped, if it did.
+        compute_budget: the pixels of model work one request may cost (``Settings.compute_budget_on`` for the
+            worker's device: the embedded worker's, else the configured device's, CUDA's for ``auto``; a Redis
+            worker on another device applies its own budget as well).
     """
 
     settings: Settings
     queue: JobQueue
     density: DensityScorer
+    compute_budget: int = 0
     worker_ready: asyncio.Event | None = None
     worker_task: asyncio.Task[None] | None = None
     worker_error: str | None = field(default=None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -57,6 +58,8 @@ class Job:
         enqueued_at: wall-clock time (``time.time()``) of submission, for the queue-wait metric.
         deadline: wall-clock time after which nobody waits for the result any more; workers skip such jobs.
         deliveries: how many times the job has been handed to a worker (set by the backend).
+        width: the image's displayed width, as the API read it from the header (0 when unknown).
+        height: its displayed height (0 when unknown); the worker plans its batches from these without parsing.
     """
 
     payload: bytes
@@ -65,6 +68,8 @@ class Job:
     enqueued_at: float = field(default_factory=time.time)
     deadline: float = float("inf")
     deliveries: int = 0
+    width: int = 0
+    height: int = 0
 
 
 @dataclass
@@ -122,6 +127,10 @@ class JobQueue(Protocol):
 
     async def depth(self) -> int:
         """Jobs submitted and not yet finished (waiting plus in progress)."""
+        ...
+
+    async def cancelled(self, job_ids: Sequence[str]) -> set[str]:
+        """The ids among ``job_ids`` whose request was cancelled (client gone or timed out) while a worker held them."""
         ...
 
     async def workers_alive(self) -> int:

@@ -13,7 +13,7 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from service.queue.base import Job, JobResult, QueueFullError, QueueUnavailableError, ResultTimeoutError
 
@@ -91,6 +91,10 @@ class MemoryQueue:
     async def depth(self) -> int:
         """Jobs waiting plus running."""
         return len(self._waiting) + len(self._running)
+
+    async def cancelled(self, job_ids: Sequence[str]) -> set[str]:
+        """The running jobs among ``job_ids`` whose request was cancelled."""
+        return {job_id for job_id in job_ids if job_id in self._cancelled}
 
     async def workers_alive(self) -> int:
         """Workers whose last heartbeat is younger than three heartbeat intervals."""

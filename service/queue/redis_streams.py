@@ -5,6 +5,7 @@ Keys (``p`` = ``settings.queue_name``):
                                consumer group ``workers`` (created with MKSTREAM, re-created after a NOGROUP error)
     ``p:payload:<job id>``     the uploaded bytes (SET ... EX ``result_ttl_s``)
     ``p:result:<job id>``      a list holding the encoded result; the request BLPOPs it (EXPIRE ``result_ttl_s``)
+    ``p:fallback:<job id>``    a list holding a small 503 result, written at submission (EXPIRE ``result_ttl_s``)
     ``p:cancelled:<job id>``   cancellation marker (EX ``result_ttl_s``)
     ``p:worker:<worker id>``   heartbeat (EX three heartbeat intervals)
 
@@ -15,6 +16,13 @@ progress" and no trimming can drop a pending job. Workers take new entries with 
 died stays pending and is taken over with ``XAUTOCLAIM`` once idle for ``claim_idle_ms`` (a live worker refreshes
 the idle time of the jobs it holds with every heartbeat, so slow batches are not stolen). A job delivered more than
 ``delivery_limit`` times is answered with a 500 error ("job failed N times; giving up") and removed.
+
+Redis at its ``maxmemory`` (policy ``noeviction``) refuses every command that may grow memory. Submission then
+fails as a full queue (503 with Retry-After) and stores nothing. A worker whose result cannot be stored any more
+must still answer the request once and acknowledge the job, or the job would be redelivered, recomputed and
+finally failed as poisoned: so each submission also stores a small ready-made 503 answer under ``p:fallback``, and
+when storing the result is refused the worker RENAMEs that key to the result key (RENAME needs no memory and wakes
+the waiting BLPOP) and acknowledges the job. The request gets one clear 503, and nothing is computed again.
 
 Connection errors and timeouts become ``QueueUnavailableError``; the client retries with backoff and reconnects
 by itself after a Redis restart (scripts are reloaded and the consumer group re-created on demand).
@@ -31,7 +39,7 @@ import socket
 import struct
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar
 
@@ -58,10 +66,14 @@ _SUBMIT_SCRIPT = """
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
   return 0
 end
+redis.call('RPUSH', KEYS[3], ARGV[8])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[2])
-redis.call('XADD', KEYS[1], '*', 'id', ARGV[4], 'enqueued_at', ARGV[5], 'deadline', ARGV[6], 'options', ARGV[7])
+redis.call('XADD', KEYS[1], '*', 'id', ARGV[4], 'enqueued_at', ARGV[5], 'deadline', ARGV[6], 'options', ARGV[7],
+           'width', ARGV[9], 'height', ARGV[10])
 return 1
 """
+_UNSTORED_MESSAGE = "the result could not be stored: the queue's Redis is full (maxmemory); try again later"
 _HEADER = struct.Struct(">I")
 _COMMAND_TIMEOUT_S = 5.0
 _BLOCK_MARGIN_S = 10.0
@@ -196,8 +208,11 @@ class RedisStreamsQueue:
             repr(job.enqueued_at),
             repr(job.deadline),
             json.dumps(job.options),
+            encode_result(JobResult.failure(job.id, 503, _UNSTORED_MESSAGE)),
+            job.width,
+            job.height,
         ]
-        keys = [self._stream, self._key("payload", job.id)]
+        keys = [self._stream, self._key("payload", job.id), self._key("fallback", job.id)]
         added = await self._call(lambda: self._submit(keys=keys, args=args))
         if not added:
             raise QueueFullError(retry_after_s=1.0)
@@ -214,11 +229,25 @@ class RedisStreamsQueue:
         return decode_result(bytes(popped[1]))  # type: ignore[arg-type]
 
     async def cancel(self, job_id: str) -> None:
-        """Mark the job cancelled and drop its payload and any result; a worker skips or discards it."""
-        pipe = self._redis.pipeline(transaction=True)
+        """Drop the job's payload, result and fallback, and mark it cancelled; a worker skips or discards it.
+
+        At maxmemory the marker cannot be written (the deletions, which free memory, still happen): the job is then
+        computed and its answer dropped, and this raises ``QueueFullError``.
+        """
+        pipe = self._redis.pipeline(transaction=False)  # at maxmemory Redis refuses every command inside MULTI
+        pipe.delete(self._key("payload", job_id), self._key("result", job_id), self._key("fallback", job_id))
         pipe.set(self._key("cancelled", job_id), b"1", ex=self._ttl_s)
-        pipe.delete(self._key("payload", job_id), self._key("result", job_id))
         await self._call(pipe.execute)
+
+    async def cancelled(self, job_ids: Sequence[str]) -> set[str]:
+        """The ids among ``job_ids`` whose cancellation marker exists (one round trip)."""
+        if not job_ids:
+            return set()
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.exists(self._key("cancelled", job_id))
+        flags = await self._call(pipe.execute)
+        return {job_id for job_id, flag in zip(job_ids, flags, strict=True) if flag}
 
     async def depth(self) -> int:
         """Stream length: jobs waiting plus in progress (entries are deleted only when finished)."""
@@ -301,6 +330,8 @@ class RedisStreamsQueue:
                 enqueued_at=float(fields.get(b"enqueued_at", b"0")),
                 deadline=float(fields.get(b"deadline", b"inf")),
                 deliveries=deliveries,
+                width=int(fields.get(b"width", b"0")),
+                height=int(fields.get(b"height", b"0")),
             )
             self._in_hand[job_id] = entry_id
             if deliveries > self._delivery_limit:
@@ -324,21 +355,50 @@ class RedisStreamsQueue:
         await self._settle(result.job_id, result)
 
     async def _settle(self, job_id: str, result: JobResult | None) -> None:
+        """Store the result (unless cancelled or None), drop the payload and fallback, acknowledge the entry.
+
+        When Redis refuses the result (maxmemory), the fallback 503 answer becomes the result instead and the entry
+        is acknowledged all the same: a job is answered once and never computed again.
+        """
         entry_id = self._in_hand.pop(job_id, None)
         cancelled = await self._call(lambda: self._redis.exists(self._key("cancelled", job_id)))
+        result_key, fallback_key = self._key("result", job_id), self._key("fallback", job_id)
         pipe = self._redis.pipeline(transaction=True)
         if result is not None and not cancelled:
-            key = self._key("result", job_id)
-            pipe.rpush(key, encode_result(result))
-            pipe.expire(key, self._ttl_s)
+            pipe.rpush(result_key, encode_result(result))
+            pipe.expire(result_key, self._ttl_s)
+        pipe.delete(self._key("payload", job_id), fallback_key)
+        self._acknowledge(pipe, entry_id)
+        try:
+            await self._call(pipe.execute)
+        except QueueFullError:  # maxmemory: the transaction was refused as a whole, nothing was written
+            await self._settle_with_fallback(job_id, entry_id, answer=result is not None and not cancelled)
+        except ResponseError as error:  # NOGROUP after a Redis restart: the entry is gone with the group anyway
+            logger.warning("job %s: acknowledging failed: %s", job_id, error)
+
+    async def _settle_with_fallback(self, job_id: str, entry_id: bytes | None, answer: bool) -> None:
+        """Answer with the stored 503 (RENAME needs no memory) and acknowledge; only commands Redis allows at OOM.
+
+        Not a transaction: at maxmemory Redis refuses to queue any command inside MULTI.
+        """
+        pipe = self._redis.pipeline(transaction=False)
         pipe.delete(self._key("payload", job_id))
+        if answer:
+            pipe.execute_command("RENAME", self._key("fallback", job_id), self._key("result", job_id))
+        else:
+            pipe.delete(self._key("fallback", job_id))
+        self._acknowledge(pipe, entry_id)
+        replies = await self._call(lambda: pipe.execute(raise_on_error=False))
+        failed = [reply for reply in replies if isinstance(reply, Exception)]
+        if answer and not failed:
+            logger.error("job %s: Redis is at maxmemory; the result could not be stored, answered 503", job_id)
+        elif failed:
+            logger.error("job %s: Redis is at maxmemory and the fallback answer failed: %s", job_id, failed[0])
+
+    def _acknowledge(self, pipe: Any, entry_id: bytes | None) -> None:
         if entry_id is not None:
             pipe.xack(self._stream, _GROUP, entry_id)
             pipe.xdel(self._stream, entry_id)
-        try:
-            await self._call(pipe.execute)
-        except ResponseError as error:  # NOGROUP after a Redis restart: the entry is gone with the group anyway
-            logger.warning("job %s: acknowledging failed: %s", job_id, error)
 
     async def heartbeat(self, worker_id: str) -> None:
         """Refresh this worker's key and the idle time of the jobs it holds (so they are not reclaimed)."""

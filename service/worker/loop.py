@@ -1,10 +1,15 @@
 """The worker: take batches of jobs from the queue, decode, compute, stitch, encode, hand back the results.
 
-One iteration: ``collect_batch`` closes a batch (full by tiles, or the oldest job waited ``max_batch_wait_ms``);
-jobs past their deadline are answered as expired; the rest are decoded in a thread (a job that cannot be
-decoded fails alone); their pieces are grouped by shape into forwards of at most ``max_batch_size`` items, run
-in a thread so the event loop (and, in embedded mode, the API) stays responsive; a job is encoded and finished
-as soon as its last piece is done. Cancelled jobs never reach the worker (the queue skips them in ``take``).
+One iteration: ``collect_batch`` closes a batch (full by tiles, counted from the size the API read from the header
+and sent with the job: the worker parses nothing on the event loop); jobs past their deadline are answered as
+expired; the rest are checked against the per-request compute budget and decoded in a thread (a job that cannot
+be decoded, or would cost too much, fails alone); their pieces are grouped by shape into forwards of at most
+``max_batch_size`` items, run in a thread so the event loop (and, in embedded mode, the API) stays responsive; a
+job is encoded and finished as soon as its last piece is done. Jobs cancelled before they start never reach the
+worker (the queue skips them in ``take``); before every further forward the worker asks the queue which of its jobs
+were cancelled since (the client went away or timed out) and drops those, and the ones past their deadline, with
+the rest of their tiles: no forward is spent on a request nobody waits for (``cancelled`` and ``expired`` outcomes,
+and ``dehaze_cancelled_tiles_total``).
 When ``stop`` is set the worker finishes the jobs it holds and returns. An unreachable queue (Redis restarting)
 does not end it: it pauses, retries with backoff and carries on once the queue answers again.
 """
@@ -24,6 +29,7 @@ from typing import Protocol
 
 from service import imaging
 from service.config import Settings
+from service.errors import status_of
 from service.queue.base import Job, JobQueue, JobResult, QueueUnavailableError
 from service.worker.batching import collect_batch, group_by_shape
 from service.worker.plan import ImagePlan, Piece
@@ -35,11 +41,6 @@ logger = logging.getLogger(__name__)
 
 _TAKE_BLOCK_MS = 250  # how long one take waits for a first job; bounds how late a stop request is noticed
 _RETRY_MIN_S, _RETRY_MAX_S = 0.1, 2.0  # pause after the queue was unreachable: doubles per failure up to the max
-_ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
-    (imaging.TooLargeError, 413),
-    (imaging.UnsupportedImageError, 415),
-    (imaging.MalformedImageError, 422),
-)
 
 
 class WorkerObserver(Protocol):
@@ -57,6 +58,9 @@ class WorkerObserver(Protocol):
     def model_info(self, variant: str, version: str, device: str, dtype: str) -> None:
         """The served model, once it is loaded."""
 
+    def cancelled_tiles(self, count: int) -> None:
+        """Tiles not computed because their job was cancelled or expired while it ran."""
+
 
 class NullObserver:
     """Records nothing."""
@@ -71,6 +75,9 @@ class NullObserver:
         """Ignore."""
 
     def model_info(self, variant: str, version: str, device: str, dtype: str) -> None:
+        """Ignore."""
+
+    def cancelled_tiles(self, count: int) -> None:
         """Ignore."""
 
 
@@ -98,6 +105,10 @@ class MetricsObserver:
         """dehaze_model_info."""
         self._metrics.set_model_info(variant, version, device, dtype)
 
+    def cancelled_tiles(self, count: int) -> None:
+        """dehaze_cancelled_tiles_total."""
+        self._metrics.record_cancelled_tiles(count)
+
 
 @dataclass
 class _Work:
@@ -109,6 +120,7 @@ class _Work:
     started: float
     compute_ms: float = 0.0
     error: str | None = None
+    abandoned: bool = False
     pending: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -140,6 +152,7 @@ class Worker:
         self.settings = settings
         self.runner = runner
         self.max_batch_size = settings.batch_size_on(runner.device.type)
+        self.compute_budget = settings.compute_budget_on(runner.device.type)
         self.observer: WorkerObserver = observer or NullObserver()
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.clock = clock
@@ -221,12 +234,16 @@ class Worker:
         )
 
     def _cost(self, job: Job) -> int:
-        """Tiles a job will bring, from its header alone (1 when the header is broken: it fails at decode)."""
-        try:
-            width, height = imaging.probe_image(job.payload, self.settings.max_pixels)
-        except imaging.ImageError:
+        """Tiles a job will bring, from the size the API sent with it (1 when unknown: it is checked at decode).
+
+        Nothing is parsed here: this runs on the event loop, which in embedded mode also serves the API.
+        """
+        if job.width < 1 or job.height < 1:
             return 1
-        return len(imaging.plan_tiles(height, width, self.settings.tile_size, self.settings.tile_overlap))
+        cfg = self.settings
+        return len(imaging.tile_starts(job.height, cfg.tile_size, cfg.tile_overlap)) * len(
+            imaging.tile_starts(job.width, cfg.tile_size, cfg.tile_overlap)
+        )
 
     # -- one batch ------------------------------------------------------------------------------
     async def process(self, jobs: list[Job]) -> None:
@@ -249,7 +266,11 @@ class Worker:
         waits = [max(0.0, started - work.job.enqueued_at) for work in works]
         total_compute = 0.0
         forwards = group_by_shape(pieces, lambda item: item[1].shape, self.max_batch_size)
-        for index, group in enumerate(forwards):
+        for index, planned in enumerate(forwards):
+            await self._drop_abandoned(works)
+            group = [(work, piece) for work, piece in planned if not work.abandoned]
+            if not group:
+                continue
             seconds = await self._forward(group, waits if index == 0 else [])
             total_compute += seconds
             for work in {id(w): w for w, _ in group}.values():
@@ -267,17 +288,45 @@ class Worker:
         if stats is not None:
             self.observer.gpu_memory(stats)
 
+    async def _drop_abandoned(self, works: list[_Work]) -> None:
+        """Finish the unfinished jobs whose request was cancelled or whose deadline passed, skipping their tiles."""
+        running = [work for work in works if work.pending > 0 and not work.abandoned and work.error is None]
+        if not running:
+            return
+        try:
+            cancelled = await self.queue.cancelled([work.job.id for work in running])
+        except QueueUnavailableError:  # cannot tell: keep computing, the deadline still applies
+            cancelled = set()
+        now = self.clock()
+        for work in running:
+            job = work.job
+            if job.deadline < now:  # its request has timed out (504) and cancelled it, or is about to
+                outcome = "expired"
+                result = JobResult.failure(job.id, 504, "the job expired while it was being computed")
+            elif job.id in cancelled:
+                outcome, result = "cancelled", JobResult.failure(job.id, 499, "the request was cancelled")
+            else:
+                continue
+            work.abandoned = True
+            logger.info("job %s %s: %d of %d tiles skipped", job.id, outcome, work.pending, len(work.plan.pieces))
+            self.observer.cancelled_tiles(work.pending)
+            await self._finish(job, result, outcome)
+
     def _decode_all(self, jobs: list[Job]) -> list[_Work | JobResult]:
-        """Decode each job (in a worker thread); failures become that job's error result."""
+        """Check each job's cost and decode it (in a worker thread); failures become that job's error result."""
         out: list[_Work | JobResult] = []
+        cfg = self.settings
         for job in jobs:
             t0 = time.perf_counter()
             try:
-                image = imaging.decode_image(job.payload, self.settings.max_pixels)
-                cfg = self.settings
+                width, height = imaging.probe_image(job.payload, cfg.max_pixels)
+                imaging.check_compute(
+                    height, width, cfg.tile_size, cfg.tile_overlap, cfg.bucket_multiple, self.compute_budget
+                )
+                image = imaging.decode_image(job.payload, cfg.max_pixels)
                 plan = ImagePlan(image, cfg.tile_size, cfg.tile_overlap, cfg.bucket_multiple)
             except Exception as error:
-                status = next((code for kind, code in _ERROR_STATUS if isinstance(error, kind)), 500)
+                status = status_of(error)
                 logger.warning("job %s cannot be decoded: %s", job.id, error)
                 out.append(JobResult.failure(job.id, status, str(error)))
                 continue

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
-from service.api.deps import DensityDep, QueueDep, SettingsDep, UploadDep, require_api_key
+from service.api.deps import ComputeBudgetDep, DensityDep, QueueDep, SettingsDep, UploadDep, require_api_key
 from service.api.jobs import check_image, run_job
 from service.api.negotiation import MEDIA_TYPES, choose_format, wants_json
 from service.api.openapi import IMAGE_RESPONSES, UPLOAD_BODY
@@ -32,6 +32,7 @@ async def dehaze(
     queue: QueueDep,
     settings: SettingsDep,
     density: DensityDep,
+    budget: ComputeBudgetDep,
     payload: UploadDep,
     format: Annotated[str | None, Query(description="png (default), jpeg/jpg or webp")] = None,
     quality: Annotated[int | None, Query(ge=1, le=100, description="JPEG/WebP quality")] = None,
@@ -47,7 +48,7 @@ async def dehaze(
     started = time.perf_counter()
     image_format = choose_format(format, accept)
     as_json = wants_json(response, accept)
-    check_image(payload, settings)
+    size = await check_image(payload, settings, budget)
     options = {
         "format": image_format,
         "quality": quality or settings.default_quality,
@@ -57,7 +58,7 @@ async def dehaze(
     }
     fade_in = asyncio.create_task(density.score_bytes(payload)) if as_json else None
     try:
-        result = await run_job(request, queue, settings, payload, options)
+        result = await run_job(request, queue, settings, payload, options, size)
     except BaseException:
         if fade_in is not None:
             fade_in.cancel()

@@ -27,7 +27,7 @@ router = APIRouter(tags=["density"], dependencies=[Depends(require_api_key)])
 async def density(settings: SettingsDep, scorer: DensityDep, payload: UploadDep) -> DensityResponse:
     """Upload an image in the multipart field ``image``; get its FADE score (lower = less haze)."""
     started = time.perf_counter()
-    width, height = check_image(payload, settings)
+    width, height = await check_image(payload, settings)
     try:
         fade = await scorer.score_bytes(payload)
     except ValueError as error:  # the header was fine but the pixel data is broken

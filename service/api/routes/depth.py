@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from service.api.deps import QueueDep, SettingsDep, UploadDep, require_api_key
+from service.api.deps import ComputeBudgetDep, QueueDep, SettingsDep, UploadDep, require_api_key
 from service.api.jobs import check_image, run_job
 from service.api.openapi import ERROR_RESPONSES, UPLOAD_BODY
 
@@ -26,13 +26,14 @@ async def depth(
     request: Request,
     queue: QueueDep,
     settings: SettingsDep,
+    budget: ComputeBudgetDep,
     payload: UploadDep,
     colormap: Annotated[bool, Query(description="a colour-mapped 8-bit RGB PNG instead of 16-bit grey")] = False,
 ) -> Response:
     """Upload an image in the multipart field ``image``; get its depth map (0 = near, white/65535 = far)."""
-    check_image(payload, settings)
+    size = await check_image(payload, settings, budget)
     options = {"format": "png", "want_image": False, "want_depth": True, "depth_colormap": colormap}
-    result = await run_job(request, queue, settings, payload, options)
+    result = await run_job(request, queue, settings, payload, options, size)
     if result.depth is None:
         raise RuntimeError(f"job {result.job_id} returned no depth map")
     return Response(result.depth, media_type="image/png")
