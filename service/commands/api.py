@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-import uvicorn
-
 from service.commands._common import CommandError, add_server_arguments, load_settings
 from service.main import create_app
+from service.server import serve
 
 __all__ = ["add_arguments", "run"]
 
@@ -33,5 +32,5 @@ def run(args: argparse.Namespace) -> int:
         logger.error("%s", error)
         return 2
     logger.info("API on http://%s:%d, queue %s", settings.host, settings.port, settings.redis_url)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
+    serve(create_app(settings), settings)
     return 0

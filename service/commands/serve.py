@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-import uvicorn
-
 from service.commands._common import CommandError, add_server_arguments, load_settings, prepare_artifact
 from service.main import create_app
+from service.server import serve
 
 __all__ = ["add_arguments", "run"]
 
@@ -37,5 +36,5 @@ def run(args: argparse.Namespace) -> int:
         logger.error("%s", error)
         return 2
     logger.info("serving on http://%s:%d (embedded worker, in-process queue)", settings.host, settings.port)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
+    serve(create_app(settings), settings)
     return 0
