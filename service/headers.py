@@ -33,6 +33,7 @@ slicing with ``struct``: its own cost is bounded by the same budgets.
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass
 
 from service.errors import MalformedImageError
@@ -144,6 +145,8 @@ def _png(data: bytes) -> Declared | None:
     (length,) = struct.unpack_from(">I", data, 8)
     if length != 13:
         raise _refuse("the PNG header chunk has the wrong length")
+    if zlib.crc32(data[12:29]) != struct.unpack_from(">I", data, 29)[0]:
+        raise _refuse("the PNG header chunk is corrupt (CRC mismatch)")
     width, height, depth, colour = struct.unpack_from(">IIBB", data, 16)
     _check_size("PNG", width, height)
     if depth not in _PNG_DEPTHS.get(colour, ()):
@@ -416,10 +419,10 @@ def _webp_size(kind: bytes, body: bytes) -> tuple[int, int] | None:
     """The canvas size from a VP8X, VP8 or VP8L chunk."""
     if kind == b"VP8X" and len(body) >= 10:
         return 1 + int.from_bytes(body[4:7], "little"), 1 + int.from_bytes(body[7:10], "little")
-    if kind == b"VP8 " and len(body) >= 10:
+    if kind == b"VP8 " and len(body) >= 10 and body[3:6] == b"\x9d\x01\x2a":  # after the key frame's start code
         width, height = struct.unpack_from("<HH", body, 6)
         return width & 0x3FFF, height & 0x3FFF
-    if kind == b"VP8L" and len(body) >= 5:
+    if kind == b"VP8L" and len(body) >= 5 and body[0] == 0x2F:  # the lossless signature
         bits = int.from_bytes(body[1:5], "little")
         return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
     return None
