@@ -21,7 +21,19 @@ from PIL import Image
 
 from tests.service.live_server import image_bytes
 
-__all__ = ["BOUNDARY", "Case", "Part", "build_corpus", "bulk_case", "multipart"]
+__all__ = [
+    "BOUNDARY",
+    "Case",
+    "Part",
+    "bmp_with_size",
+    "build_corpus",
+    "bulk_case",
+    "header_heavy",
+    "lying_jpeg",
+    "multipart",
+    "png_with_long_transparency",
+    "thin_png",
+]
 
 BOUNDARY = "reliability-corpus-boundary"
 
@@ -135,6 +147,66 @@ def _header_bomb_gif() -> bytes:
     gif = bytearray(_encode(Image.new("P", (1, 1)), "GIF"))
     gif[6:10] = struct.pack("<HH", 65535, 65535)
     return bytes(gif)
+
+
+# -- images that cost more than their bytes (issue 13) -----------------------------------------------------------
+def header_heavy(fmt: str, count: int) -> bytes:
+    """A small valid image carrying ``count`` empty structural units that Pillow would parse one by one.
+
+    JPEG: empty APP15 markers before the frame (4 bytes each); PNG: unknown ancillary chunks before the data, or
+    after it with ``fmt`` "PNG-AFTER" (12 bytes each); GIF: one-byte comment extensions (5 bytes each); WEBP:
+    unknown RIFF chunks (8 bytes each).
+    """
+    if fmt == "JPEG":
+        jpeg = _encode(_rgb(16, 16), "JPEG")
+        return jpeg[:2] + b"\xff\xef\x00\x02" * count + jpeg[2:]
+    if fmt in ("PNG", "PNG-AFTER"):
+        png = image_bytes(16, 16)
+        junk = _chunk(b"zzZz", b"") * count
+        if fmt == "PNG":
+            return png[:33] + junk + png[33:]
+        return png[:-12] + junk + png[-12:]
+    if fmt == "GIF":
+        gif = _encode(_rgb(16, 16).convert("P"), "GIF")
+        flags = gif[10]
+        start = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+        return gif[:start] + b"\x21\xfe\x01c\x00" * count + gif[start:]
+    if fmt == "WEBP":
+        webp = _encode(_rgb(16, 16), "WEBP")
+        body = webp[12:] + b"ZZZZ\x00\x00\x00\x00" * count
+        return b"RIFF" + struct.pack("<I", len(body) + 4) + b"WEBP" + body
+    raise ValueError(f"no header-heavy builder for {fmt}")
+
+
+def lying_jpeg(width: int, height: int) -> bytes:
+    """A JPEG of a few hundred bytes whose frame header claims ``width``×``height`` (libjpeg decodes it grey)."""
+    jpeg = bytearray(_encode(Image.new("RGB", (16, 16), (90, 120, 200)), "JPEG", quality=50))
+    frame = jpeg.index(b"\xff\xc0")
+    jpeg[frame + 5 : frame + 9] = struct.pack(">HH", height, width)
+    scan = jpeg.index(b"\xff\xda")
+    (length,) = struct.unpack_from(">H", jpeg, scan + 2)
+    return bytes(jpeg[: scan + 2 + length]) + b"\x00" * 64 + b"\xff\xd9"
+
+
+def thin_png(width: int, height: int) -> bytes:
+    """A textured PNG of an extreme aspect ratio that compresses well (a 4096-pixel noise pattern repeated)."""
+    pattern = np.random.default_rng(3).integers(40, 220, size=(4096, 3), dtype=np.uint8)
+    pixels = np.resize(pattern, (width * height, 3)).reshape(height, width, 3)
+    return _encode(Image.fromarray(pixels), "PNG", compress_level=9)
+
+
+def png_with_long_transparency() -> bytes:
+    """A 16-colour palette PNG whose transparency chunk lists 300 entries (at most one per palette entry)."""
+    png = _encode(_rgb(20, 10).convert("P", palette=Image.Palette.ADAPTIVE, colors=16), "PNG")
+    data = png.index(b"IDAT") - 4
+    return png[:data] + _chunk(b"tRNS", bytes(300)) + png[data:]
+
+
+def bmp_with_size(width: int, height: int) -> bytes:
+    """A 4×4 BMP whose header claims ``width``×``height`` (signed 32-bit fields)."""
+    bmp = bytearray(_encode(_rgb(4, 4), "BMP"))
+    bmp[18:26] = struct.pack("<ii", width, height)
+    return bytes(bmp)
 
 
 # -- odd but valid images ----------------------------------------------------------------------------------------
@@ -253,7 +325,30 @@ def _odd_image_cases() -> list[Case]:
     ]
 
 
-BUILDERS: tuple[Callable[[], list[Case]], ...] = (_framing_cases, _refused_file_cases, _odd_image_cases)
+def _costly_cases() -> list[Case]:
+    """Uploads whose work is not bounded by their bytes: refused (or bounded) before any long work starts.
+
+    Header-heavy files just under the 1 MB limit took seconds of Pillow's parsing on the event loop; a lying JPEG
+    became 81 tiles of model work; a one-pixel-wide image is scored by FADE at 16 times its pixels and computed
+    by the model at 32 times (its short side padded in each of thousands of tiles).
+    """
+    thin_density = {"density_status": 200}
+    return [
+        _upload("jpeg-240k-empty-markers", header_heavy("JPEG", 240_000), 422),
+        _upload("png-80k-chunks-before-data", header_heavy("PNG", 80_000), 422),
+        _upload("png-80k-chunks-after-data", header_heavy("PNG-AFTER", 80_000), 422),
+        _upload("gif-190k-comment-blocks", header_heavy("GIF", 190_000), 422),
+        _upload("webp-100k-unknown-chunks", header_heavy("WEBP", 100_000), 422),
+        _upload("jpeg-700-bytes-claims-1000x1000", lying_jpeg(1000, 1000), 422),
+        _upload("png-1x1000000", thin_png(1, 1_000_000), 413, (1, 1_000_000), **thin_density),
+        _upload("png-1000000x1", thin_png(1_000_000, 1), 413, (1_000_000, 1), fade_undefined=True, **thin_density),
+        _upload("png-transparency-longer-than-palette", png_with_long_transparency(), 422),
+        _upload("bmp-negative-width", bmp_with_size(-4, 4), 422),
+        _upload("bmp-height-int-min", bmp_with_size(4, -(2**31)), 422),
+    ]
+
+
+BUILDERS: tuple[Callable[[], list[Case]], ...] = (_framing_cases, _refused_file_cases, _odd_image_cases, _costly_cases)
 
 
 @functools.cache

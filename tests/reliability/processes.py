@@ -192,8 +192,11 @@ def pending_by_consumer(client: redis.Redis, prefix: str) -> dict[str, int]:
 
 
 def leftover_keys(client: redis.Redis, prefix: str) -> list[str]:
-    """Keys of jobs (payloads, results, cancellation markers) still in Redis; heartbeats and the stream excluded."""
-    kinds = ("payload", "result", "cancelled")
+    """Keys of jobs (payloads, results, fallback answers, cancellation markers) still in Redis.
+
+    Heartbeats and the stream are excluded.
+    """
+    kinds = ("payload", "result", "fallback", "cancelled")
     return sorted(_text(key) for kind in kinds for key in client.scan_iter(match=f"{prefix}:{kind}:*"))
 
 

@@ -3,8 +3,10 @@
 The operations, their query and header parameters and their request bodies are read from the server's own
 ``/openapi.json``; hypothesis draws values from each parameter's schema (mixed with arbitrary text and a few
 tokens the service knows), and bodies from a mix of valid images of random formats, modes and sizes, mutated
-images (bit flips, cuts, insertions), random bytes, wrong field names and non-multipart bodies. Every answer must be
-below 500, every error must have the JSON error shape, and every 200 must carry a media type the schema declares.
+images (bit flips, cuts, insertions), random bytes, wrong field names and non-multipart bodies, header-heavy images
+(up to tens of thousands of empty markers, chunks or blocks, around the parsing budget) and images of extreme aspect
+ratios (1-3 pixels by up to a million). Every answer must be below 500, every error must have the JSON error shape,
+and every 200 must carry a media type the schema declares; ``/healthz`` must answer within 100 ms throughout.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tests.reliability.conftest import Served
-from tests.reliability.corpus import Part, multipart
+from tests.reliability.corpus import Part, header_heavy, multipart, thin_png
+from tests.reliability.health import probing_healthz
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +123,32 @@ def mutated(draw: st.DrawFn, data: bytes) -> bytes:
     return bytes(out)
 
 
+@st.composite
+def header_heavy_images(draw: st.DrawFn) -> bytes:
+    """A small valid image carrying many empty markers, chunks or blocks: under, around or far over the budget."""
+    fmt = draw(st.sampled_from(("JPEG", "PNG", "PNG-AFTER", "GIF", "WEBP")))
+    count = draw(st.one_of(st.integers(0, 1100), st.integers(1100, 60_000)))
+    return header_heavy(fmt, count)
+
+
+@st.composite
+def extreme_aspect_images(draw: st.DrawFn) -> bytes:
+    """A textured image 1-3 pixels by up to a million: within or over the pixel limit and the compute budget."""
+    short, long = draw(st.integers(1, 3)), draw(st.sampled_from((2_000, 30_000, 300_000, 1_000_000)))
+    return thin_png(short, long) if draw(st.booleans()) else thin_png(long, short)
+
+
 def upload_files() -> st.SearchStrategy[bytes]:
-    """The file of a multipart upload: valid, mutated, or random bytes."""
-    return st.one_of(images(), images(), images().flatmap(mutated), st.binary(max_size=256))
+    """The file of a multipart upload: valid, mutated, header-heavy, extremely thin, or random bytes."""
+    return st.one_of(
+        images(),
+        images(),
+        images().flatmap(mutated),
+        header_heavy_images(),
+        header_heavy_images().flatmap(mutated),
+        extreme_aspect_images(),
+        st.binary(max_size=256),
+    )
 
 
 @st.composite
@@ -194,7 +220,7 @@ def test_fuzzed_requests_never_get_a_5xx(served: Served, schema_operations: list
     by_key = {(operation.path, operation.method): operation for operation in schema_operations}
     by_path = {operation.path: operation for operation in schema_operations}
     seen: collections.Counter[tuple[str, int]] = collections.Counter()
-    with httpx.Client(base_url=served.url, timeout=60) as client:
+    with probing_healthz(served.url) as probe, httpx.Client(base_url=served.url, timeout=60) as client:
 
         @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         @given(request=requests(schema_operations))
@@ -206,6 +232,7 @@ def test_fuzzed_requests_never_get_a_5xx(served: Served, schema_operations: list
             check(response, by_key.get((request.path, request.method), by_path[request.path]))
 
         fuzz()
+    probe.check(min_samples=20)
     logger.info("fuzzed answers by (path, status): %s", dict(sorted(seen.items())))
     for path in ("/dehaze", "/depth", "/density"):  # the fuzz reached the work and the checks, not only the parsers
         assert seen[path, 200] > 0 and any(status >= 400 for p, status in seen if p == path), seen

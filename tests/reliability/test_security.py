@@ -37,6 +37,7 @@ BAD_AUTHORIZATION = {
     "basic-scheme": f"Basic {KEYS[0]}",
 }
 REQUEST_HANDLING: tuple[str, ...] = ("service/api", "service/queue", "service/imaging.py", "service/density.py")
+REQUEST_HANDLING += ("service/headers.py", "service/errors.py", "service/server.py")
 REQUEST_HANDLING += (
     "service/main.py",
     "service/worker/loop.py",
