@@ -9,8 +9,8 @@ budget is spent, so that opening any accepted upload costs at most a few thousan
 * ``MAX_HEADER_UNITS`` (1024) markers, chunks, blocks, fill bytes or directory entries that Pillow parses one by one
   (JPEG markers before the first scan, PNG chunks other than image data, GIF extension blocks and sub-blocks before
   the first image, TIFF directory entries);
-* ``MAX_SEGMENTS`` (8192) data segments (PNG chunks in all, TIFF strips or tiles) and ``MAX_JPEG_SCANS`` (256)
-  JPEG scans, each of which the decoder visits in turn;
+* ``MAX_SEGMENTS`` (8192) data segments (PNG chunks in all, TIFF strips or tiles, WebP chunks) and
+  ``MAX_JPEG_SCANS`` (256) JPEG scans, each of which the decoder visits in turn;
 * metadata that is parsed entry by entry (EXIF) is refused above ``MAX_EXIF_BYTES`` (64 KiB, the most a JPEG
   can carry).
 
@@ -137,6 +137,7 @@ def _check_size(fmt: str, width: int, height: int) -> None:
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 _PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 _PNG_DATA_CHUNKS = (b"IDAT", b"fdAT")
+_PNG_FRAME_CHUNKS = (b"IDAT", b"fdAT", b"fcTL")  # counted as segments only: an animation has one fcTL per frame
 
 
 def _png(data: bytes) -> Declared | None:
@@ -159,6 +160,8 @@ def _png(data: bytes) -> Declared | None:
             raise _over_budget("PNG chunks", MAX_SEGMENTS)
         if kind in _PNG_DATA_CHUNKS:
             image_bytes += min(length, len(data) - offset - 8)
+        elif kind in _PNG_FRAME_CHUNKS:
+            pass
         else:
             others += 1
             if others > MAX_HEADER_UNITS:
@@ -398,12 +401,13 @@ def _tiff_sum(data: bytes, order: str, entry: tuple[int, int, int] | None) -> in
 
 # -- WebP --------------------------------------------------------------------------------------------------------
 def _webp(data: bytes) -> Declared | None:
+    """libwebp parses the chunks in C; the budget bounds this loop (one chunk per frame of an animation)."""
     offset, units, size = 12, 0, None
     while offset + 8 <= len(data):
         kind, length = struct.unpack_from("<4sI", data, offset)
         units += 1
-        if units > MAX_HEADER_UNITS:
-            raise _over_budget("WebP chunks", MAX_HEADER_UNITS)
+        if units > MAX_SEGMENTS:
+            raise _over_budget("WebP chunks", MAX_SEGMENTS)
         if kind == b"EXIF" and length > MAX_EXIF_BYTES:
             raise _over_budget("bytes of EXIF", MAX_EXIF_BYTES)
         if size is None:
