@@ -7,7 +7,8 @@ state-dict keys, so the authors' four checkpoints load with ``strict=True`` once
 
 The network: a 5-stage U-shape (widths 24/48/96/48/24) of :class:`LKDBlock` stacks. A block is a decomposed
 large-kernel conv half (BN, 1×1, depthwise 5×5, depthwise 7×7 dilation 3, 1×1; no activation) and a channel
-enhanced feed-forward half (:class:`CEFN`). The decoder joins the encoder through :class:`SKFusion`; the head
+enhanced feed-forward half (:class:`CEFN`). The decoder joins the encoder through SK-fusion (our
+:class:`model.dcmpnet.MFM`, the same module); the head
 predicts ``K`` (1 channel) and ``B`` (3 channels) and returns ``K·x − B + x`` on the [-1, 1] input.
 
 :class:`LKDTeacher` wraps it with the project's image contract (RGB in [0, 1] in and out, any size).
@@ -23,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.dcmpnet import MFM  # DehazeFormer's SKFusion, the same module (and state-dict keys) LKD-Net uses
+
 __all__ = [
     "CEFN",
     "LKD_VARIANTS",
@@ -30,7 +33,6 @@ __all__ = [
     "LKDNet",
     "LKDTeacher",
     "LayerNormCHW",
-    "SKFusion",
     "load_lkd",
 ]
 
@@ -133,24 +135,6 @@ class _Stage(nn.Module):
         return x
 
 
-class SKFusion(nn.Module):
-    """Selective-kernel fusion of two maps: per-channel softmax weights over the pair (no biases)."""
-
-    def __init__(self, dim: int, height: int = 2, reduction: int = 8) -> None:
-        super().__init__()
-        self.height = height
-        hidden = max(int(dim / reduction), 4)
-        self.mlp = nn.Sequential(
-            nn.Conv2d(dim, hidden, 1, bias=False), nn.ReLU(inplace=True), nn.Conv2d(hidden, dim * height, 1, bias=False)
-        )
-
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        stacked = torch.stack(feats, dim=1)
-        attn = self.mlp(stacked.sum(dim=1).mean(dim=(2, 3), keepdim=True))
-        attn = torch.softmax(attn.unflatten(1, (self.height, -1)), dim=1)
-        return (stacked * attn).sum(dim=1)
-
-
 class _Proj(nn.Module):
     """A conv under the attribute ``proj`` (the released key layout of the embed/merge layers)."""
 
@@ -192,10 +176,10 @@ class LKDNet(nn.Module):
         self.skip2 = nn.Conv2d(d[1], d[1], 1)
         self.layer3 = _Stage(d[2], cfg.depths[2], r)
         self.patch_split1 = _ProjShuffle(nn.Conv2d(d[2], d[3] * 4, 1), 2)
-        self.fusion1 = SKFusion(d[3])
+        self.fusion1 = MFM(d[3])
         self.layer4 = _Stage(d[3], cfg.depths[3], r)
         self.patch_split2 = _ProjShuffle(nn.Conv2d(d[3], d[4] * 4, 1), 2)
-        self.fusion2 = SKFusion(d[4])
+        self.fusion2 = MFM(d[4])
         self.layer5 = _Stage(d[4], cfg.depths[4], r)
         self.patch_unembed = _ProjShuffle(nn.Conv2d(d[4], 4, 3, padding=1, padding_mode="reflect"), 1)
 
