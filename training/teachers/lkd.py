@@ -1,9 +1,10 @@
 """LKD-Net, a published RESIDE-trained dehazer used as a teacher for DCMPNet (never served).
 
 Paper: "LKD-Net: Large Kernel Convolution Network for Single Image Dehazing" (ICME 2023, SWU-CS-MediaLab,
-https://github.com/SWU-CS-MediaLab/LKD-Net, MIT licence). This is our own implementation, written from the
-facts in ``docs/teachers.md`` (summarised from the shared design notes); module names equal the released
-state-dict keys, so the authors' four checkpoints load with ``strict=True`` once their ``module.`` prefix is gone.
+https://github.com/SWU-CS-MediaLab/LKD-Net, MIT licence). This is our own implementation, written from a
+layer-by-layer description of the released code (the facts that matter are in the docstrings here and in
+``training/teachers/weights/README.md``); module names equal the released state-dict keys, so the authors'
+four checkpoints load with ``strict=True`` once their ``module.`` prefix is gone.
 
 The network: a 5-stage U-shape (widths 24/48/96/48/24) of :class:`LKDBlock` stacks. A block is a decomposed
 large-kernel conv half (BN, 1×1, depthwise 5×5, depthwise 7×7 dilation 3, 1×1; no activation) and a channel
