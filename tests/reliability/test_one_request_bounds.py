@@ -1,7 +1,7 @@
 """One small request must never stall the API, hold a worker for minutes, or lose a request (issue 13).
 
-One test per class of defect, each over a real server, each while a thread polls ``/healthz``, which must answer
-within ``HEALTHZ_LIMIT_S`` (100 ms) throughout:
+One test per class of defect, each over a real server, each while a separate process polls ``/healthz``, which must
+answer within ``HEALTHZ_LIMIT_S`` (100 ms) throughout:
 
 1. header-heavy uploads (hundreds of thousands of empty markers, chunks or blocks) are refused with 422 within the
    parsing budget, off the event loop;
@@ -10,10 +10,11 @@ within ``HEALTHZ_LIMIT_S`` (100 ms) throughout:
 3. FADE of extreme aspect ratios (1×1,000,000 and 1,000,000×1) is bounded in time and memory;
 4. a result Redis cannot store (maxmemory) is answered once with 503 and never computed again;
 5. slow clients (partial headers, a body shorter than its Content-Length, many such connections) are cut off in
-   seconds, raw sockets against ``dehaze api``.
+   seconds, raw sockets against ``dehaze api``;
+6. malformed fields (a PNG transparency chunk longer than its palette, a BMP with a negative width or a height of
+   INT_MIN) are 422 at once (the hostile corpus, ``tests.reliability.corpus``, checks them on every endpoint).
 
-Class 6 (wrong statuses for malformed images) is in the hostile corpus (``tests.reliability.corpus``), classes 7
-and 8 (``dehaze run``) in ``tests/service/test_commands.py``.
+Classes 7 and 8 (``dehaze run``) are in ``tests/service/test_commands.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,16 @@ import pytest
 import redis
 
 from tests.reliability.conftest import Served
-from tests.reliability.corpus import FORM, Part, header_heavy, lying_jpeg, multipart, thin_png
+from tests.reliability.corpus import (
+    FORM,
+    Part,
+    bmp_with_size,
+    header_heavy,
+    lying_jpeg,
+    multipart,
+    png_with_long_transparency,
+    thin_png,
+)
 from tests.reliability.health import probing_healthz
 from tests.reliability.processes import (
     PREFIX,
@@ -81,6 +91,25 @@ def test_header_heavy_uploads_are_refused_within_the_budget_off_the_event_loop(s
             message = expect_error(post(served.url, path, data), 422)
             assert time.monotonic() - started < FAST_WORK
             assert "refused to bound the work" in message
+    probe.check()
+
+
+# -- 6. malformed fields get 422 (the corpus checks every endpoint; here /healthz is measured too) ------------------
+MALFORMED = {
+    "png-transparency-longer-than-palette": png_with_long_transparency,
+    "bmp-negative-width": lambda: bmp_with_size(-4, 4),
+    "bmp-height-int-min": lambda: bmp_with_size(4, -(2**31)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_fields_are_422_at_once(served: Served, name: str) -> None:
+    data = MALFORMED[name]()
+    with probing_healthz(served.url) as probe:
+        for path in ("/dehaze", "/density"):
+            started = time.monotonic()
+            expect_error(post(served.url, path, data), 422)
+            assert time.monotonic() - started < FAST_WORK, name
     probe.check()
 
 
