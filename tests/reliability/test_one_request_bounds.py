@@ -212,6 +212,17 @@ def test_fade_of_an_extreme_aspect_ratio_is_bounded(served: Served, size: tuple[
     assert fade_pool_rss(served) < 1024**3  # the unbounded version took 5.3 GB
 
 
+def test_a_score_the_fade_pool_cannot_deliver_in_time_is_a_504(tiny_model: tuple[Path, Path]) -> None:
+    """/density waits for FADE no longer than ``request_timeout_s`` (a busy or CPU-starved pool held it forever)."""
+    settings = model_settings(tiny_model, request_timeout_s=0.05, max_pixels=1_000_000)
+    upload = image_bytes(1000, 1000, seed=21)  # 1 MP: about 0.3 s of FADE on an idle core
+    with live_server(settings) as url, probing_healthz(url) as probe:
+        started = time.monotonic()
+        message = expect_error(post(url, "/density", upload), 504)
+        assert time.monotonic() - started < FAST_WORK and "haze density" in message
+    probe.check()
+
+
 # -- 4. Redis at maxmemory ------------------------------------------------------------------------------------------
 @pytest.mark.redis
 def test_a_result_redis_cannot_store_is_answered_once_with_503(

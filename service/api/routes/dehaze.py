@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
+from collections.abc import Awaitable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -16,6 +18,8 @@ from service.api.openapi import IMAGE_RESPONSES, UPLOAD_BODY
 from service.api.schemas import DehazeResponse, ModelInfo
 
 __all__ = ["router"]
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["dehaze"], dependencies=[Depends(require_api_key)])
 
@@ -68,7 +72,8 @@ async def dehaze(
     if fade_in is None:
         return Response(result.image, media_type=result.image_media_type or MEDIA_TYPES[image_format])
     density_started = time.perf_counter()
-    fade_out = await density.score_bytes(result.image)
+    deadline = started + settings.request_timeout_s
+    fade_out = await _fade_by(density.score_bytes(result.image), deadline)
     timings = {
         **result.timings_ms,
         "density": (time.perf_counter() - density_started) * 1000,
@@ -78,10 +83,22 @@ async def dehaze(
         image=base64.b64encode(result.image).decode("ascii"),
         image_media_type=result.image_media_type or MEDIA_TYPES[image_format],
         depth=base64.b64encode(result.depth or b"").decode("ascii"),
-        fade_in=await fade_in,
+        fade_in=await _fade_by(fade_in, deadline),
         fade_out=fade_out,
         width=result.width,
         height=result.height,
         model=ModelInfo(name=result.model.get("variant", ""), version=result.model.get("version", "")),
         timings=timings,
     )
+
+
+async def _fade_by(score: Awaitable[float], deadline: float) -> float | None:
+    """A FADE score, or None (as for an undefined score) when it is not ready by ``deadline`` (perf_counter time).
+
+    The dehazed image is ready by then: a busy FADE pool must not hold the answer beyond the request's timeout.
+    """
+    try:
+        return await asyncio.wait_for(score, max(0.0, deadline - time.perf_counter()))
+    except TimeoutError:
+        logger.warning("FADE did not finish before the request's deadline; answering without it")
+        return None

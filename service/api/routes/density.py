@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import APIRouter, Depends
@@ -25,12 +26,17 @@ router = APIRouter(tags=["density"], dependencies=[Depends(require_api_key)])
     summary="Haze density (FADE) of an image",
 )
 async def density(settings: SettingsDep, scorer: DensityDep, payload: UploadDep) -> DensityResponse:
-    """Upload an image in the multipart field ``image``; get its FADE score (lower = less haze)."""
+    """Upload an image in the multipart field ``image``; get its FADE score (lower = less haze).
+
+    The score is computed within ``request_timeout_s`` (504 after), like a job's result.
+    """
     started = time.perf_counter()
     width, height = await check_image(payload, settings)
     try:
-        fade = await scorer.score_bytes(payload)
+        fade = await asyncio.wait_for(scorer.score_bytes(payload), settings.request_timeout_s)
     except ValueError as error:  # the header was fine but the pixel data is broken
         raise ApiError(422, str(error)) from error
+    except TimeoutError as error:  # the pool is busy (or starved of CPU): the request's wait is bounded like a job's
+        raise ApiError(504, f"no haze density within {settings.request_timeout_s:g} s; try again later") from error
     elapsed_ms = (time.perf_counter() - started) * 1000
     return DensityResponse(fade=fade, width=width, height=height, timings={"density": elapsed_ms, "total": elapsed_ms})
