@@ -25,10 +25,10 @@ UPLOAD_BODY: dict[str, Any] = {
 
 _ERRORS = {
     401: "missing or wrong API key",
-    413: "upload too large (bytes or pixels)",
+    413: "upload too large (bytes, pixels, or model work: DEHAZE_MAX_COMPUTE_PIXELS)",
     415: "not an image, or an unsupported format",
-    422: "malformed image or request",
-    503: "queue full (Retry-After) or unavailable",
+    422: "malformed image or request, a header beyond the parsing budget, or one its data cannot fill",
+    503: "queue full or unavailable, or a result Redis could not store (Retry-After)",
     504: "no result in time",
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
