@@ -2,20 +2,24 @@
 
 Keys (``p`` = ``settings.queue_name``):
     ``p:jobs``                 stream of small entries (``id``, ``enqueued_at``, ``deadline``, ``options`` JSON),
-                               consumer group ``workers`` (created with MKSTREAM, re-created after a NOGROUP error)
+                               consumer group ``workers`` (created with the stream by the first submission, or by a
+                               worker with MKSTREAM; re-created after a NOGROUP error)
     ``p:payload:<job id>``     the uploaded bytes (SET ... EX ``result_ttl_s``)
     ``p:result:<job id>``      a list holding the encoded result; the request BLPOPs it (EXPIRE ``result_ttl_s``)
     ``p:fallback:<job id>``    a list holding a small 503 result, written at submission (EXPIRE ``result_ttl_s``)
     ``p:cancelled:<job id>``   cancellation marker (EX ``result_ttl_s``)
     ``p:worker:<worker id>``   heartbeat (EX three heartbeat intervals)
 
-Submission is one Lua script: it checks ``XLEN < max_queue_length`` and only then stores the payload and adds the
-entry, so the bound holds under any number of API replicas and nothing is stored when the queue is full. Entries
-leave the stream only by ``XACK`` + ``XDEL`` after their result is stored, so ``XLEN`` is exactly "waiting plus in
-progress" and no trimming can drop a pending job. Workers take new entries with ``XREADGROUP``; a job whose worker
-died stays pending and is taken over with ``XAUTOCLAIM`` once idle for ``claim_idle_ms`` (a live worker refreshes
-the idle time of the jobs it holds with every heartbeat, so slow batches are not stolen). A job delivered more than
-``delivery_limit`` times is answered with a 500 error ("job failed N times; giving up") and removed.
+Submission is one Lua script: it creates the stream with its consumer group when the stream does not exist (so the
+group's lag counts waiting jobs before any worker ever ran: a KEDA ``redis-streams`` trigger on ``lagCount`` can then
+scale workers up from zero), checks ``XLEN < max_queue_length`` and only then stores the payload and adds the entry,
+so the bound holds under any number of API replicas and nothing is stored when the queue is full. Entries leave the
+stream only by ``XACK`` + ``XDEL`` after their result is stored, so ``XLEN`` is exactly "waiting plus in progress"
+and no trimming can drop a pending job (deleting only delivered entries also keeps the group's lag defined).
+Workers take new entries with ``XREADGROUP``; a job whose worker died stays pending and is taken over with
+``XAUTOCLAIM`` once idle for ``claim_idle_ms`` (a live worker refreshes the idle time of the jobs it holds with every
+heartbeat, so slow batches are not stolen). A job delivered more than ``delivery_limit`` times is answered with a
+500 error ("job failed N times; giving up") and removed.
 
 Redis at its ``maxmemory`` (policy ``noeviction``) refuses every command that may grow memory. Submission then
 fails as a full queue (503 with Retry-After) and stores nothing. A worker whose result cannot be stored any more
@@ -54,15 +58,19 @@ from redis.retry import Retry
 from service.config import Settings
 from service.queue.base import Job, JobResult, QueueFullError, QueueUnavailableError, ResultTimeoutError
 
-__all__ = ["RedisStreamsQueue", "decode_result", "encode_result"]
+__all__ = ["CONSUMER_GROUP", "RedisStreamsQueue", "decode_result", "encode_result", "stream_key"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_GROUP = "workers"
+CONSUMER_GROUP = "workers"
+"""The workers' consumer group on the job stream (an autoscaler reads its lag and pending entries)."""
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _SUBMIT_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[11], '0', 'MKSTREAM')
+end
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
   return 0
 end
@@ -77,6 +85,11 @@ _UNSTORED_MESSAGE = "the result could not be stored: the queue's Redis is full (
 _HEADER = struct.Struct(">I")
 _COMMAND_TIMEOUT_S = 5.0
 _BLOCK_MARGIN_S = 10.0
+
+
+def stream_key(prefix: str) -> str:
+    """The job stream's key for the queue name ``prefix`` (``DEHAZE_QUEUE_NAME``)."""
+    return f"{prefix}:jobs"
 
 
 def encode_result(result: JobResult) -> bytes:
@@ -130,7 +143,7 @@ class RedisStreamsQueue:
         # Blocking reads (BLPOP, XREADGROUP BLOCK) wait longer than any fixed socket timeout; asyncio.wait_for
         # bounds them instead, with _BLOCK_MARGIN_S to spare.
         self._blocking = self._client(url, socket_timeout=None)
-        self._stream = f"{prefix}:jobs"
+        self._stream = stream_key(prefix)
         self._prefix = prefix
         self._max_length = max_length
         self._ttl_s = result_ttl_s
@@ -211,6 +224,7 @@ class RedisStreamsQueue:
             encode_result(JobResult.failure(job.id, 503, _UNSTORED_MESSAGE)),
             job.width,
             job.height,
+            CONSUMER_GROUP,
         ]
         keys = [self._stream, self._key("payload", job.id), self._key("fallback", job.id)]
         added = await self._call(lambda: self._submit(keys=keys, args=args))
@@ -284,7 +298,8 @@ class RedisStreamsQueue:
         return await self._to_jobs(entries)
 
     async def _read_new(self, count: int, block_ms: int | None) -> list[tuple[bytes, dict[bytes, bytes], int]]:
-        read = self._blocking.xreadgroup(_GROUP, self.consumer, {self._stream: ">"}, count=count, block=block_ms)
+        stream = {self._stream: ">"}
+        read = self._blocking.xreadgroup(CONSUMER_GROUP, self.consumer, stream, count=count, block=block_ms)
         reply: Any = await asyncio.wait_for(read, (block_ms or 0) / 1000.0 + _BLOCK_MARGIN_S)
         entries: list[tuple[bytes, dict[bytes, bytes], int]] = []
         for _stream, messages in reply or []:
@@ -294,14 +309,14 @@ class RedisStreamsQueue:
     async def _autoclaim(self, count: int) -> list[tuple[bytes, dict[bytes, bytes], int]]:
         """XAUTOCLAIM jobs idle longer than ``claim_idle_ms``, with their delivery counts from XPENDING."""
         reply = await self._redis.xautoclaim(
-            self._stream, _GROUP, self.consumer, min_idle_time=self._claim_idle_ms, start_id="0-0", count=count
+            self._stream, CONSUMER_GROUP, self.consumer, min_idle_time=self._claim_idle_ms, start_id="0-0", count=count
         )
         messages = [(entry_id, fields) for entry_id, fields in reply[1] if fields]
         if not messages:
             return []
         pipe = self._redis.pipeline(transaction=False)
         for entry_id, _ in messages:
-            pipe.xpending_range(self._stream, _GROUP, min=entry_id, max=entry_id, count=1)
+            pipe.xpending_range(self._stream, CONSUMER_GROUP, min=entry_id, max=entry_id, count=1)
         pending = await pipe.execute()
         out = []
         for (entry_id, fields), info in zip(messages, pending, strict=True):
@@ -397,7 +412,7 @@ class RedisStreamsQueue:
 
     def _acknowledge(self, pipe: Any, entry_id: bytes | None) -> None:
         if entry_id is not None:
-            pipe.xack(self._stream, _GROUP, entry_id)
+            pipe.xack(self._stream, CONSUMER_GROUP, entry_id)
             pipe.xdel(self._stream, entry_id)
 
     async def heartbeat(self, worker_id: str) -> None:
@@ -405,7 +420,7 @@ class RedisStreamsQueue:
         pipe = self._redis.pipeline(transaction=False)
         pipe.set(self._key("worker", worker_id), repr(time.time()), ex=self._heartbeat_ttl_s)
         if self._in_hand:
-            pipe.xclaim(self._stream, _GROUP, self.consumer, 0, list(self._in_hand.values()), justid=True)
+            pipe.xclaim(self._stream, CONSUMER_GROUP, self.consumer, 0, list(self._in_hand.values()), justid=True)
         try:
             await self._call(pipe.execute)
         except ResponseError as error:
@@ -433,7 +448,7 @@ class RedisStreamsQueue:
 
     async def _create_group(self) -> None:
         try:
-            await self._call(lambda: self._redis.xgroup_create(self._stream, _GROUP, id="0", mkstream=True))
+            await self._call(lambda: self._redis.xgroup_create(self._stream, CONSUMER_GROUP, id="0", mkstream=True))
         except ResponseError as error:
             if "BUSYGROUP" not in str(error):
                 raise

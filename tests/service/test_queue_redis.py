@@ -12,7 +12,7 @@ from service.config import Settings
 from service.queue.base import Job, JobQueue, JobResult, QueueFullError, QueueUnavailableError, ResultTimeoutError
 from service.queue.factory import make_queue
 from service.queue.memory import MemoryQueue
-from service.queue.redis_streams import RedisStreamsQueue, decode_result, encode_result
+from service.queue.redis_streams import CONSUMER_GROUP, RedisStreamsQueue, decode_result, encode_result, stream_key
 
 pytestmark = pytest.mark.redis
 
@@ -141,6 +141,7 @@ def test_reclaim_from_a_dead_consumer_counts_deliveries(redis_url: str) -> None:
         api, dead, alive = make(redis_url), make(redis_url), make(redis_url)
         job = Job(payload=b"p")
         await api.submit(job)
+        assert await alive.ping()  # connect now: a first connection on a loaded machine can outlast claim_idle_ms
         assert len(await dead.take(1, block_ms=100)) == 1  # ... and the consumer never finishes
         assert await alive.take(1, block_ms=10) == []  # not idle long enough yet
         await asyncio.sleep(0.15)
@@ -247,3 +248,37 @@ def test_redis_out_of_memory_is_a_full_queue(redis_url: str) -> None:
     finally:
         client.config_set("maxmemory", 0)
         client.flushall()
+
+
+def test_consumer_group_lag_and_pending_tell_an_autoscaler_waiting_and_running_jobs(redis_url: str) -> None:
+    """What a KEDA ``redis-streams`` trigger reads: XINFO GROUPS lag (waiting) and XPENDING (running).
+
+    The first submission creates the group, so the lag counts jobs before any worker ever ran (scale from zero), and
+    deleting finished entries (XACK + XDEL) never leaves the lag undefined.
+    """
+    client = redis.Redis.from_url(redis_url)
+
+    def lag_and_pending() -> tuple[int | None, int]:
+        (group,) = client.xinfo_groups(stream_key("dehaze"))
+        assert group["name"].decode() == CONSUMER_GROUP
+        return group["lag"], int(client.xpending(stream_key("dehaze"), CONSUMER_GROUP)["pending"])
+
+    async def scenario() -> None:
+        api, worker = make(redis_url), make(redis_url)
+        for _ in range(3):
+            await api.submit(Job(payload=b"x", options={}, deadline=1e12))
+        assert lag_and_pending() == (3, 0)  # no worker has run yet
+        taken = await worker.take(2, block_ms=100)
+        assert lag_and_pending() == (1, 2)
+        await worker.finish(JobResult.failure(taken[0].id, 500, "done"))
+        assert lag_and_pending() == (1, 1)
+        await api.submit(Job(payload=b"y", options={}, deadline=1e12))
+        assert lag_and_pending() == (2, 1)
+        for job in [taken[1], *await worker.take(4, block_ms=100)]:
+            await worker.finish(JobResult.failure(job.id, 500, "done"))
+        assert lag_and_pending() == (0, 0) and client.xlen(stream_key("dehaze")) == 0
+        await api.close()
+        await worker.close()
+
+    asyncio.run(scenario())
+    client.close()
