@@ -1,4 +1,8 @@
-"""docker/compose.yaml and docker/compose.cpu.yaml: services, ports, volumes, health checks, GPU reservation."""
+"""compose.yaml (root), docker/compose.yaml and docker/compose.cpu.yaml: services, ports, volumes, health checks, GPU.
+
+The root compose.yaml only includes docker/compose.yaml, so that `docker compose up` typed in the repository root
+(the README's first deployment command) starts the stack; its tests resolve the include as Compose does.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,15 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.deploy.compose_file import load_compose, merge
+from tests.deploy.compose_file import absolute_paths, load_compose, load_with_includes, merge
 from tests.deploy.conftest import DOCKER, REPO
+
+ROOT_COMPOSE = REPO / "compose.yaml"
 
 SERVICES = {"redis", "api", "worker", "prometheus", "grafana"}
 
@@ -182,6 +189,46 @@ def test_cpu_override_removes_the_gpu_and_builds_the_cpu_image(compose: dict[str
     assert set(merged["services"]) == SERVICES
 
 
+def test_root_compose_file_includes_the_stack_unchanged(compose: dict[str, Any]) -> None:
+    root = load_compose(ROOT_COMPOSE)
+    assert set(root) == {"name", "include"}, "the root file only includes docker/compose.yaml"
+    assert root["name"] == compose["name"] == "dehaze"  # one project: same containers and volumes either way
+    resolved = load_with_includes(ROOT_COMPOSE)
+    assert set(resolved["services"]) == SERVICES
+    assert resolved["services"] == absolute_paths(compose, DOCKER)["services"]
+    assert set(resolved["volumes"]) == set(compose["volumes"])
+
+
+def test_root_compose_resolves_every_path_from_docker_folder() -> None:
+    services = load_with_includes(ROOT_COMPOSE)["services"]
+    for name in ("api", "worker"):
+        assert Path(services[name]["build"]["context"]) == REPO
+        assert (REPO / services[name]["build"]["dockerfile"]).is_file()
+    mounts = [v.split(":", 1)[0] for s in services.values() for v in s.get("volumes", []) if v.startswith("/")]
+    assert len(mounts) >= 4 and all(Path(source).exists() for source in mounts), mounts
+
+
+def test_root_compose_reader_fails_on_a_broken_include(tmp_path: Path) -> None:
+    broken = tmp_path / "compose.yaml"
+    broken.write_text("name: x\ninclude:\n  - path: docker/missing.yaml\n", encoding="utf-8")
+    with pytest.raises(FileNotFoundError):
+        load_with_includes(broken)
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "compose.yaml").write_text("services:\n  api:\n    image: a\n", encoding="utf-8")
+    broken.write_text("include: [docker/compose.yaml]\nservices:\n  api:\n    image: b\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="api"):
+        load_with_includes(broken)
+
+
+def test_readme_first_deployment_command_is_docker_compose_up() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    deployment = readme.split("\n## Deployment", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"^```(?:sh|bash)?\n(.*?)^```", deployment, re.M | re.S)
+    assert block, "the Deployment section has a command block"
+    first = next(line for line in block.group(1).splitlines() if line.strip() and not line.startswith("#"))
+    assert first.split("#", 1)[0].split() == ["docker", "compose", "up"]
+
+
 def _compose_command() -> list[str] | None:
     """``docker compose`` or ``docker-compose``, if one of them is Compose >= 2.24 (needed for ``!reset``)."""
     for command in (["docker", "compose"], ["docker-compose"]):
@@ -210,3 +257,21 @@ def test_docker_compose_config_accepts_the_files(files: list[str], gpu: bool) ->
     assert bool(reservations.get("devices")) is gpu
     assert services["worker"]["environment"]["DEHAZE_DEVICE"] == ("cuda" if gpu else "cpu")
     assert "ports" not in services["redis"]
+
+
+def test_docker_compose_config_accepts_the_root_file() -> None:
+    command = _compose_command()
+    if command is None:
+        pytest.skip("Docker Compose >= 2.24 (plugin or docker-compose) is not installed")
+    result = subprocess.run(
+        [*command, "-f", str(ROOT_COMPOSE), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert set(services) == SERVICES
+    assert Path(services["api"]["build"]["context"]) == REPO
