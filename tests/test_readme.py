@@ -105,3 +105,76 @@ def test_curl_examples_name_real_endpoints_and_cover_the_api(readme: str, app_pa
     assert shown, "the README has no curl example"
     assert shown <= served, f"curl examples call paths the app does not serve: {sorted(shown - served)}"
     assert endpoints <= shown, f"endpoints without a curl example: {sorted(endpoints - shown)}"
+
+
+_STATUS_ROW = re.compile(r"^\|\s*(\d{3})\s*\|(.*)\|\s*$", re.M)
+_COMMAND_ROW = re.compile(r"^\|\s*`dehaze ([a-z][\w-]*)`\s*\|(.*)\|\s*$", re.M)
+_METRIC_ROW = re.compile(r"^\|\s*`(dehaze_[a-z_]+)`\s*\|([^|]*)\|([^|]*)\|", re.M)
+
+
+def _errors_rows(readme: str) -> dict[int, str]:
+    """Status -> the text of all its rows in the API's Errors table (a status may have a row per cause)."""
+    section = _section(readme, "API")
+    table = section[section.index("### Errors") :]
+    table = table[: table.index("\n### ")]
+    rows: dict[int, str] = {}
+    for status, text in _STATUS_ROW.findall(table):
+        rows[int(status)] = rows.get(int(status), "") + text
+    return rows
+
+
+def test_errors_table_names_every_cause_of_every_status(readme: str) -> None:
+    """Every cause in ``ERROR_CAUSES`` (the OpenAPI descriptions' source) is in its status's README row(s)."""
+    from service.api.openapi import ERROR_CAUSES
+    from service.errors import ImageError
+
+    rows = _errors_rows(readme)
+    statuses = {cause.status for cause in ERROR_CAUSES}
+    assert set(rows) == statuses, f"README statuses {sorted(rows)}, the code's {sorted(statuses)}"
+    assert all(cause.term in cause.text for cause in ERROR_CAUSES), "each cause's description names its term"
+    missing = [f"{cause.status}: {cause.term!r}" for cause in ERROR_CAUSES if cause.term not in rows[cause.status]]
+    assert not missing, f"causes the README's Errors table does not name: {missing}"
+    image_statuses = {ImageError.status} | {kind.status for kind in _subclasses(ImageError)}
+    assert image_statuses <= statuses, f"upload errors whose status is undocumented: {image_statuses - statuses}"
+
+
+def _subclasses(kind: type) -> set[type]:
+    return {sub for direct in kind.__subclasses__() for sub in {direct, *_subclasses(direct)}}
+
+
+def test_command_table_lists_every_flag_of_every_subcommand(readme: str) -> None:
+    """Each subcommand's row names exactly its parser's long options (``--help`` aside)."""
+    import argparse
+
+    from service.cli import build_parser
+
+    rows = dict(_COMMAND_ROW.findall(_section(readme, "Command line")))
+    wrong = []
+    for name in SUBCOMMANDS:
+        parser = build_parser([name])
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+        flags = {flag for action in sub._actions for flag in action.option_strings if flag.startswith("--")}
+        flags.discard("--help")
+        # flags are the code spans that start with "--" (`--baseline dcp\|lkd\|none`), not `evaluate --save-images`
+        shown = {span.split()[0] for span in _INLINE.findall(rows.get(name, "")) if span.startswith("--")}
+        if flags != shown:
+            wrong.append(f"dehaze {name}: missing {sorted(flags - shown)}, not flags {sorted(shown - flags)}")
+    assert not wrong, "; ".join(wrong)
+
+
+def test_observability_table_lists_every_metric_and_job_outcome(readme: str) -> None:
+    """The service's Prometheus metrics (by exported name) and every ``outcome`` of ``dehaze_jobs_total``."""
+    from prometheus_client import REGISTRY
+
+    from service.metrics import JOB_OUTCOMES
+
+    rows = {name: labels for name, _kind, labels in _METRIC_ROW.findall(_section(readme, "Observability"))}
+    exported = {  # a counter family's samples are named <name>_total
+        f"{metric.name}_total" if metric.type == "counter" else metric.name
+        for metric in REGISTRY.collect()
+        if metric.name.startswith("dehaze_")
+    }
+    assert exported, "no dehaze_ metric is registered"
+    assert exported <= set(rows), f"metrics missing from the README: {sorted(exported - set(rows))}"
+    outcomes = set(re.findall(r"`(\w+)`", rows["dehaze_jobs_total"].split("=", 1)[-1]))
+    assert set(JOB_OUTCOMES) <= outcomes, f"job outcomes missing: {sorted(set(JOB_OUTCOMES) - outcomes)}"
