@@ -19,9 +19,14 @@ than haze) is reported for input and output (``niqe_in``/``niqe_out``; empty for
 Depth (folders with depth/): AbsRel and δ<1.25 of the returned depth after median scaling, pixels with true
 depth 0 ignored. For the network the DCP depth is scored too (``baseline_depth_*``) as the reference point.
 
+FADE is the service's computation (``training.metrics.fade`` calls ``service.density.fade_of_array``), bounded as
+the service bounds it: an image whose size, with sides under 16 px padded, exceeds 1 MiP (1,048,576 px) is shrunk
+(box filter) before scoring, so ``fade_in``/``fade_out`` cost about a second each at any size or aspect ratio and
+equal the service's ``/density`` score of the same pixels; images within 1 MiP are scored at full size.
+
 ``--max-side N`` downscales every image (and its GT and depth, box filter) so its longer side is at most N before
-anything runs: FADE and the network on a 3648×2344 photo take minutes on a CPU. Scores on downscaled images are
-not comparable with full-size scores; the default (``None``) keeps full size.
+anything runs: the network on a 3648×2344 photo takes minutes on a CPU. Scores on downscaled images are not
+comparable with full-size scores; the default (``None``) keeps full size.
 
 Writes ``metrics.json`` (means) and ``per_image.csv`` in ``--out``; ``--save-images`` also writes
 ``images/<name>_dehazed.png`` and ``images/<name>_depth.png`` (16-bit). Exit code 1 on failure.

@@ -9,6 +9,9 @@ average-pooled image, DCMPNET.md §4), so its Table 1 numbers are not directly c
 Depth metrics follow the monocular-depth convention: the prediction is scaled by the ratio of medians against
 the true depth (relative depth has no absolute scale), pixels whose true depth is 0 are ignored, then
 ``AbsRel = mean(|p − g| / g)`` and ``δ1 = fraction with max(p/g, g/p) < 1.25``.
+
+FADE is the service's own bounded computation (``service.density.fade_of_array``, one function for both), so an
+evaluation scores an image exactly as ``/density`` does and no image size or aspect ratio makes it unbounded.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from service.density import MAX_FADE_PIXELS, fade_of_array
 
 __all__ = [
     "CRUSHED_LUMINANCE",
@@ -35,7 +40,6 @@ __all__ = [
 
 PSNR_CAP_DB = 100.0  # identical images have infinite PSNR; averages cap each value here (JSON has no inf)
 _DELTA = 1.25
-_FADE_MIN_SIDE = 16
 CRUSHED_LUMINANCE = 0.02
 """A pixel whose Rec. 709 luminance is below this is crushed to near-black (the tone targets' definition)."""
 _LUMA = np.array([0.2126, 0.7152, 0.0722])
@@ -107,28 +111,32 @@ def ssim(pred: object, gt: object) -> float:
     return float(structural_similarity(g, p, data_range=1.0, channel_axis=-1, win_size=win))
 
 
-def fade(image: object) -> float:
-    """FADE fog density (Choi et al., TIP 2015) via ``pyfade``; lower is less haze.
+def fade(image: object, max_pixels: int = MAX_FADE_PIXELS) -> float:
+    """FADE fog density (Choi et al., TIP 2015); lower is less haze. The service's computation, bounded as it is.
 
-    The [0, 1] float image is rounded to uint8 first, as FADE is defined on 8-bit images; sides under 16 px are
-    edge-padded (FADE works on 8×8 patches and needs two per side).
+    The [0, 1] float image is rounded to uint8 first (FADE is defined on 8-bit images), then scored by
+    ``service.density.fade_of_array``, the function behind the service's ``/density`` and ``fade_in``/``fade_out``:
+    an image whose size, with sides under 16 px padded, exceeds ``max_pixels`` is shrunk first (box filter,
+    aspect kept while both sides stay at least 16 px), so one score costs about a second and a bounded amount of
+    memory at any size and aspect ratio (a 3×2,000,000 image would otherwise be padded to 32 megapixels). With the
+    default bound an array gets the same score here as from the service with its default
+    ``DEHAZE_DENSITY_MAX_PIXELS``; images within the bound are scored at full resolution.
 
     Args:
-        image: RGB image in [0, 1].
+        image: RGB image in [0, 1] (H×W×3 array or 3×H×W tensor).
+        max_pixels: The bound on the scored (padded) size.
 
     Returns:
         The FADE score.
     """
-    import pyfade  # imported lazily: FADE loads its model files on first use
-
     arr = to_hwc(image)
     if arr.shape[2] != 3:
         raise ValueError(f"FADE needs an RGB image, got {arr.shape[2]} channels")
-    u8 = np.clip(np.floor(arr * 255.0 + 0.5), 0, 255).astype(np.uint8)
-    short = [max(0, _FADE_MIN_SIDE - n) for n in u8.shape[:2]]
-    if any(short):  # FADE needs at least two 8-px patches per side: edge-pad tiny images
-        u8 = np.pad(u8, ((0, short[0]), (0, short[1]), (0, 0)), mode="edge")
-    return float(pyfade.fade_array(u8))
+    scaled = arr * 255.0  # one float copy: the quantisation below works in place (images may be large)
+    scaled += 0.5
+    np.floor(scaled, out=scaled)
+    np.clip(scaled, 0, 255, out=scaled)
+    return fade_of_array(scaled.astype(np.uint8), max_pixels)
 
 
 def depth_errors(pred: object, gt: object) -> tuple[float, float]:

@@ -360,7 +360,7 @@ class FadeScorer:
 
     def __call__(self, rgb: np.ndarray) -> float:
         """FADE of an H×W×3 float RGB image in [0, 1] (values outside are clipped)."""
-        return fade(downscale_to_budget(_check_rgb(rgb), self.max_pixels))
+        return fade(downscale_to_budget(_check_rgb(rgb), self.max_pixels), self.max_pixels)
 
 
 def default_scorers(max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Scorer]:
