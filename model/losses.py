@@ -68,8 +68,12 @@ def dehaze_loss(
     hazy: torch.Tensor,
     coeff: torch.Tensor,
     perceptual: ContrastivePerceptualLoss | None = None,
+    l1_weight: float = 0.0,
 ) -> torch.Tensor:
-    """Eq. 11: ``mean(A ⊙ |out - gt|)`` plus the contrastive perceptual term when one is given.
+    """Eq. 11: ``mean(A ⊙ |out - gt|)``, plus ``l1_weight · mean(|out - gt|)``, plus the perceptual term if given.
+
+    The plain L1 term is the released code's main dehazing loss. Without it, an adversarial coefficient map that
+    has concentrated on a few pixels leaves the rest of the image, and so its global tone, almost unsupervised.
 
     Args:
         out: Dehazed image u* = Φ(ũ*), N×3×H×W.
@@ -77,6 +81,7 @@ def dehaze_loss(
         hazy: Hazy input ũ*, N×3×H×W (the negative of the perceptual term).
         coeff: Coefficient map A_{e,r} from the depth difference, N×1×H×W (broadcast over channels).
         perceptual: The VGG ratio term; ``None`` turns it off (no ImageNet weights available).
+        l1_weight: Weight of the unweighted L1 term (0: the paper's equation alone).
 
     Returns:
         Scalar loss.
@@ -84,7 +89,10 @@ def dehaze_loss(
     _check_same(out, gt, "out and gt")
     _check_same(out, hazy, "out and hazy")
     _check_coeff(coeff, out)
-    loss = (coeff * (out - gt).abs()).mean()
+    err = (out - gt).abs()
+    loss = (coeff * err).mean()
+    if l1_weight:
+        loss = loss + l1_weight * err.mean()
     if perceptual is not None:
         loss = loss + perceptual(out, gt, hazy)
     return loss

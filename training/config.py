@@ -126,6 +126,9 @@ class LossConfig(_Strict):
     """Loss weights and the difference perceptrons.
 
     Attributes:
+        l1_weight: Weight of a plain ``L1(Φ(ũ*), u)`` beside Eq. 11's coefficient-weighted one (the released code's
+            main term). With Eq. 11 alone (0), the adversarial coefficient map concentrates on the worst pixels and
+            the output's global tone drifts: distillation from the previously shipped weights lost 3 dB in 100 steps.
         unet_weight: Weight of Eq. 5 (Φ's own U-Net features of hazy vs clear).
         depth_consistency_weight: Weight of ``L1(Ψ(Φ(ũ*)), M_u)`` in Φ's loss, the path by which the depth error
             reaches Φ (Eq. 12); the released code uses 0.1.
@@ -136,6 +139,7 @@ class LossConfig(_Strict):
         perceptual_weight: Weight of that term.
     """
 
+    l1_weight: float = Field(0.0, ge=0)
     unet_weight: float = Field(1.0, ge=0)
     depth_consistency_weight: float = Field(0.1, ge=0)
     perceptron_hidden: int = Field(16, ge=1)

@@ -453,7 +453,7 @@ class Trainer:
 
     def _dehaze_term(self, out: torch.Tensor, b: _Batch, a_er: torch.Tensor) -> torch.Tensor:
         """Eq. 11 towards the target, plus the L1 term towards the teacher's output where one is given."""
-        loss = dehaze_loss(out, b.clear, b.hazy, a_er, None)
+        loss = dehaze_loss(out, b.clear, b.hazy, a_er, None, self.cfg.loss.l1_weight)
         if self.perceptual is not None:
             loss = loss + self.cfg.loss.perceptual_weight * self.perceptual(out, b.clear, b.hazy)
         if b.teacher is not None:

@@ -53,6 +53,17 @@ def test_dehaze_loss_adds_the_perceptual_term() -> None:
     assert torch.allclose(total, dehaze_loss(out, gt, hazy, coeff) + perceptual(out, gt, hazy))
 
 
+def test_dehaze_loss_plain_l1_term_supervises_pixels_the_coefficients_ignore() -> None:
+    out = torch.tensor([[[[0.0, 1.0], [0.5, 0.5]]]]).expand(1, 3, 2, 2).clone().requires_grad_(True)
+    gt, hazy = torch.zeros(1, 3, 2, 2), torch.ones(1, 3, 2, 2)
+    coeff = torch.tensor([[[[4.0, 0.0], [0.0, 0.0]]]])  # all weight on a pixel that is already right
+    assert dehaze_loss(out, gt, hazy, coeff).item() == 0.0
+    loss = dehaze_loss(out, gt, hazy, coeff, l1_weight=0.5)
+    assert loss.item() == pytest.approx(0.5 * (1.0 + 0.5 + 0.5) / 4)
+    loss.backward()
+    assert out.grad is not None and float(out.grad[0, 0, 0, 1]) == pytest.approx(0.5 / 12)
+
+
 def test_losses_reject_mismatched_shapes() -> None:
     out, gt, hazy = _images()
     with pytest.raises(ValueError):
