@@ -4,16 +4,23 @@ The fault tests need processes they can SIGKILL or SIGTERM, and the memory check
 the server's alone, so the helpers here start the console entry point (``python -m service.cli``) in a child
 process with an environment built from ``DEHAZE_*`` settings: the tiny test model on CPU with one torch thread.
 Output goes to a log file that the tests read to see what a process did (e.g. which jobs it reclaimed).
+
+Each child leads a process group of its own (a new session), so that stopping it stops its descendants too: the
+FADE pool's spawned processes and multiprocessing's resource tracker would otherwise outlive a SIGKILLed server,
+each holding its memory, for the rest of the test session. ``signal`` still reaches the child alone (a SIGTERM
+test wants the server's own orderly shutdown); ``close`` kills the whole group and waits until it is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,9 +36,12 @@ __all__ = [
     "STREAM",
     "ServiceProcess",
     "assert_nothing_left",
+    "child_pids",
+    "group_pids",
     "held_job_ids",
     "leftover_keys",
     "pending_by_consumer",
+    "process_alive",
     "rss_bytes",
     "service_env",
     "service_process",
@@ -40,6 +50,8 @@ __all__ = [
     "worker_alive",
     "worker_consumers",
 ]
+
+logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "dehaze"
@@ -72,15 +84,25 @@ def service_env(tiny_model: tuple[Path, Path], **settings: object) -> dict[str, 
 
 
 class ServiceProcess:
-    """One child process running a ``dehaze`` subcommand (or another module's ``main``), logging to a file."""
+    """One child process running a ``dehaze`` subcommand (or another module's ``main``), logging to a file.
+
+    The child leads its own process group, and ``close`` kills that whole group: no process it started survives.
+    """
 
     def __init__(self, args: Sequence[str], env: dict[str, str], log_path: Path, module: str = "service.cli") -> None:
         """Start ``python -m module *args`` in the repository root with ``env``; output goes to ``log_path``."""
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module, *args], cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", module, *args],
+            cwd=REPO,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: close() reaches the processes it starts
         )
+        self.pgid = self.process.pid
+        """The child's process group (its pid): the child and every process it starts, unless one leaves it."""
 
     @property
     def pid(self) -> int:
@@ -92,7 +114,7 @@ class ServiceProcess:
         return self.process.poll() is None
 
     def signal(self, signum: signal.Signals) -> None:
-        """Send ``signum`` to the child."""
+        """Send ``signum`` to the child (not to its group: a SIGKILL leaves its pool behind until ``close``)."""
         self.process.send_signal(signum)
 
     def wait(self, timeout_s: float) -> int:
@@ -103,12 +125,23 @@ class ServiceProcess:
         """Everything the child wrote so far (also after ``close``)."""
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
-    def close(self) -> None:
-        """Kill the child if it still runs, and close the log."""
-        if self.running():
-            self.process.kill()
-        self.process.wait(timeout=30)
-        self._log.close()
+    def close(self, timeout_s: float = 30.0) -> None:
+        """SIGKILL the child's whole process group (also when the child itself has exited) and close the log.
+
+        Waits up to ``timeout_s`` for the child to be reaped and for every other member of the group to end;
+        a survivor after that is logged (``group_pids`` tells a test which).
+        """
+        with contextlib.suppress(ProcessLookupError):  # nothing of the group left
+            os.killpg(self.pgid, signal.SIGKILL)
+        try:
+            self.process.wait(timeout=timeout_s)
+            deadline = time.monotonic() + timeout_s
+            while (left := group_pids(self.pgid)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if left:
+                logger.warning("processes %s of group %d survived SIGKILL for %.0f s", left, self.pgid, timeout_s)
+        finally:
+            self._log.close()
 
 
 @contextlib.contextmanager
@@ -208,6 +241,39 @@ def assert_nothing_left(client: redis.Redis, prefix: str = PREFIX) -> None:
     assert client.xlen(f"{prefix}:jobs") == 0
     assert sum(pending_by_consumer(client, prefix).values()) == 0
     assert leftover_keys(client, prefix) == []
+
+
+def group_pids(pgid: int) -> list[int]:
+    """The processes of process group ``pgid`` that still run (zombies, which hold no memory, are not counted).
+
+    Read from /proc (Linux), so members whose parent has died and which were re-parented are found too.
+    """
+    return sorted(pid for pid, _, group in _running_processes() if group == pgid)
+
+
+def process_alive(pid: int) -> bool:
+    """True while process ``pid`` exists and is not a zombie (from /proc, Linux)."""
+    return any(running == pid for running, _, _ in _running_processes())
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of process ``pid`` that still run (from /proc, Linux)."""
+    return sorted(child for child, parent, _ in _running_processes() if parent == pid)
+
+
+def _running_processes() -> Iterator[tuple[int, int, int]]:
+    """(pid, parent pid, process group) of every process on this machine that is not a zombie."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(encoding="ascii", errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so split after its last ")"
+        state, parent, group = stat[stat.rindex(")") + 2 :].split()[:3]
+        if state not in ("Z", "X"):
+            yield int(entry.name), int(parent), int(group)
 
 
 def rss_bytes(pid: int) -> int:
