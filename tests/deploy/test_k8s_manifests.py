@@ -34,8 +34,10 @@ KINDS = {
     ("Service", "api"),
     ("HorizontalPodAutoscaler", "api"),
     ("PodDisruptionBudget", "api"),
+    ("NetworkPolicy", "api"),
     ("Deployment", "worker"),
     ("PodDisruptionBudget", "worker"),
+    ("NetworkPolicy", "worker"),
     ("ScaledObject", "worker"),
 }
 
