@@ -128,3 +128,33 @@ def test_bench_memory(tiny_weights: Path, bench_data: Path, tmp_path: Path, monk
     for row in rows:
         _positive(row, "peak_rss_mib", "rss_before_mib")
     assert rows[1]["forwards"] >= 1 and rows[2]["mean_forward_batch"] == 3
+
+
+@pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="redis-server is not installed")
+def test_bench_startup(tiny_weights: Path, bench_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.benchmarks import bench_startup
+
+    for name, value in SMALL_TILES.items():
+        monkeypatch.setenv(name, value)
+    args = ["--weights", str(tiny_weights), "--data", str(bench_data), "--rounds", "1", "--timeout", "300"]
+    results = _run(bench_startup.main, tmp_path / "startup.json", *args)["results"]
+    (row,) = results["workers"]
+    assert row["exit_status"] == 0
+    _positive(row, "to_metrics_s", "to_ready_s", "cpu_s_to_ready", "warm_up_s", "rss_mib")
+    _positive(results["api"], "to_healthz_s", "to_readyz_s", "rss_mib")
+
+
+@pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="redis-server is not installed")
+def test_bench_redis_queue(bench_data: Path, tmp_path: Path) -> None:
+    from tests.benchmarks import bench_redis_queue
+
+    out = tmp_path / "redis_queue.json"
+    args = ["--sizes", "sots", "--fsync", "everysec", "--jobs", "4", "1", "1", "--count-jobs", "2", "--fill-jobs", "1"]
+    bench_redis_queue.main([*args, "--clients", "2", "--data", str(bench_data), "--out", str(out)])
+    results = json.loads(out.read_text())["results"]
+    commands = results["commands"]["per_job"]
+    assert commands["evalsha"] == 1 and commands["xreadgroup"] >= 1 and commands["xack"] == 1  # submit, take, ack
+    assert results["commands"]["total_per_job"] >= 10
+    (row,) = results["rows"]
+    _positive(row, "bytes_per_job", "jobs_per_s", "redis_cpu_ms_per_job", "aof_bytes_per_job")
+    assert row["bytes_per_job"] >= row["payload_bytes"]

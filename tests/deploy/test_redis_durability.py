@@ -11,12 +11,7 @@ the append-only file loses everything, which shows that the check can fail.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +20,8 @@ import redis
 
 from service.queue.base import Job, JobResult
 from service.queue.redis_streams import CONSUMER_GROUP, RedisStreamsQueue, stream_key
-from tests.conftest import REDIS_SERVER
 from tests.deploy.k8s_manifests import find, render
+from tests.deploy.redis_server import base_redis_conf, redis_process, write_conf
 from tests.service.live_server import free_port
 
 pytestmark = pytest.mark.redis
@@ -34,41 +29,11 @@ pytestmark = pytest.mark.redis
 STREAM = stream_key("dehaze")
 
 
-@contextlib.contextmanager
-def redis_process(conf: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """``redis-server CONF`` on 127.0.0.1:PORT; killed (SIGKILL) when the block ends."""
-    command = [REDIS_SERVER, str(conf), "--port", str(port), "--bind", "127.0.0.1"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    break
-            assert process.poll() is None, f"redis-server exited with {process.returncode}"
-            time.sleep(0.05)
-        else:
-            raise AssertionError("redis-server did not answer within 30 s")
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-
-
 def manifest_conf(folder: Path, **changes: str) -> Path:
-    """The manifest's redis.conf (from the rendered gpu overlay) written to ``folder``, with ``changes`` applied.
-
-    Its ``dir`` (the pod's volume, /data) becomes ``folder``: Redis changes into it while reading the file.
-    """
-    changes = {"dir": str(folder), **changes}
+    """The rendered manifest's redis.conf written to ``folder`` (``dir`` = ``folder``), with ``changes`` applied."""
     text = find(render("gpu"), "ConfigMap", "redis-config")["data"]["redis.conf"]
-    lines = [line for line in text.splitlines() if line.split(" ", 1)[0] not in changes]
-    lines += [f"{key} {value}" for key, value in changes.items()]
-    conf = folder / "redis.conf"
-    conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return conf
+    assert text == base_redis_conf()  # no overlay changes it
+    return write_conf(text, folder, **changes)
 
 
 async def accept_take_finish(url: str) -> tuple[list[str], list[str], str, str]:
