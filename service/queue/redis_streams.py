@@ -298,8 +298,9 @@ class RedisStreamsQueue:
         return await self._to_jobs(entries)
 
     async def _read_new(self, count: int, block_ms: int | None) -> list[tuple[bytes, dict[bytes, bytes], int]]:
-        stream = {self._stream: ">"}
-        read = self._blocking.xreadgroup(CONSUMER_GROUP, self.consumer, stream, count=count, block=block_ms)
+        read = self._blocking.xreadgroup(
+            CONSUMER_GROUP, self.consumer, {self._stream: ">"}, count=count, block=block_ms
+        )
         reply: Any = await asyncio.wait_for(read, (block_ms or 0) / 1000.0 + _BLOCK_MARGIN_S)
         entries: list[tuple[bytes, dict[bytes, bytes], int]] = []
         for _stream, messages in reply or []:
