@@ -1,5 +1,9 @@
 """Checkpoints: our format, the authors' released format, and loading a ready pipeline from weights.
 
+This module holds DCMPNet's side of the format (Φ and Ψ) and the one entry point that loads any weights file we
+know, :func:`load_pipeline_from_weights`; a CORUN network's side of it is :mod:`model.corun_checkpoint` (our format
+with ``"family": "corun"``, and the authors' ``CORUN.pth``). A file of our format without ``family`` is DCMPNet's.
+
 Our format (``torch.save`` of a plain dict, loadable with ``weights_only=True``)::
 
     {"format": "dehaze-checkpoint/1", "variant": name, "phi": state_dict, "psi": state_dict,
@@ -29,6 +33,7 @@ from torch import nn
 
 from model.dcmpnet import DCMPNet
 from model.depthnet import DepthNet
+from model.families import InferencePipeline
 from model.pipeline import DehazePipeline
 from model.variants import DepthConvention, Variant, get_variant
 
@@ -41,8 +46,10 @@ __all__ = [
     "load_checkpoint",
     "load_official",
     "load_pipeline_from_weights",
+    "read_weights",
     "save_checkpoint",
     "to_official_keys",
+    "variant_of",
     "write_atomically",
 ]
 
@@ -178,7 +185,13 @@ def save_checkpoint(
     return path
 
 
-def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+def read_weights(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    """The dict a weights file holds, loaded with ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: The file holds something other than a dict.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     raw = torch.load(path, map_location=map_location, weights_only=True)
@@ -195,9 +208,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ValueError: Not our format, or an unknown variant.
     """
     path = Path(path)
-    raw = _read(path, map_location)
+    raw = read_weights(path, map_location)
     if raw.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} checkpoint (format={raw.get('format')!r})")
+    if raw.get("family", "dcmpnet") != "dcmpnet":
+        raise ValueError(
+            f"{path}: holds a {raw['family']} network ({raw.get('variant')}), not DCMPNet; "
+            "load it with load_pipeline_from_weights or model.corun_checkpoint.load_corun_checkpoint"
+        )
     variant = get_variant(raw["variant"])
     phi, psi = DCMPNet(variant.phi), DepthNet(variant.psi)
     phi.load_state_dict(raw["phi"], strict=True)
@@ -228,14 +246,32 @@ def load_official(path: str | Path) -> tuple[DCMPNet, DepthNet]:
         ValueError: The file lacks either entry.
     """
     path = Path(path)
-    return _official_networks(_read(path, "cpu"), path)
+    return _official_networks(read_weights(path, "cpu"), path)
 
 
-def load_pipeline_from_weights(path: str | Path = DEFAULT_WEIGHTS) -> DehazePipeline:
-    """The inference pipeline (eval mode) from our checkpoint or from the authors' .pth.
+def variant_of(raw: Mapping[str, Any]) -> str | None:
+    """The variant a loaded weights dict holds: ours record it, the authors' files are their paper size.
+
+    ``dcmpnet`` for the authors' DCMPNet ``.pth``, ``corun`` for their ``CORUN.pth``, None when unknown.
+    """
+    from model.corun_checkpoint import OFFICIAL_VARIANT, is_official_corun  # it imports this module
+
+    if "variant" in raw:
+        return str(raw["variant"])
+    if "dehaze_net" in raw:
+        return "dcmpnet"
+    return OFFICIAL_VARIANT if is_official_corun(raw) else None
+
+
+def load_pipeline_from_weights(path: str | Path = DEFAULT_WEIGHTS) -> InferencePipeline:
+    """The inference pipeline (eval mode) of any weights file we know, whatever its model family.
+
+    Our checkpoint of a DCMPNet or (``"family": "corun"``) a CORUN variant, the authors' DCMPNet ``.pth`` or their
+    ``CORUN.pth``. Both pipelines have the same contract, so callers need not know which they got.
 
     Raises:
         FileNotFoundError: The weights file does not exist (the default file is produced by training).
+        ValueError: A file we do not know, or weights that do not fit their variant.
     """
     path = Path(path)
     if not path.is_file():
@@ -243,7 +279,11 @@ def load_pipeline_from_weights(path: str | Path = DEFAULT_WEIGHTS) -> DehazePipe
             f"weights file not found: {path}. Train one (`dehaze train`) or pass an existing checkpoint; "
             f"the default is {DEFAULT_WEIGHTS}"
         )
-    raw = _read(path, "cpu")
+    raw = read_weights(path, "cpu")
+    from model.corun_checkpoint import holds_corun, pipeline_from_raw  # it imports this module
+
+    if holds_corun(raw):
+        return pipeline_from_raw(raw, path)[0]
     if raw.get("format") == FORMAT:
         return load_checkpoint(path).pipeline()
     phi, psi = _official_networks(raw, path)
