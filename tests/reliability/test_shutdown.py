@@ -1,7 +1,9 @@
 """SIGTERM on a worker and on the API (real processes, real Redis): in-flight requests finish, nothing new is taken.
 
 A worker that receives SIGTERM finishes and acknowledges the jobs it holds, takes no others, and exits 0; the jobs
-still queued are served by the next worker. An API process that receives SIGTERM stops accepting connections at
+still queued are served by the next worker. When it is killed before it finishes (Kubernetes sends SIGKILL once
+terminationGracePeriodSeconds have passed), the job it held stays pending in the consumer group and another worker
+reclaims it: the request is still answered, once. An API process that receives SIGTERM stops accepting connections at
 once, keeps the requests it is serving until their results arrive, closes its queue and exits.
 """
 
@@ -93,4 +95,32 @@ def test_sigterm_on_the_api_finishes_in_flight_requests_and_refuses_new_ones(
     assert "Waiting for connections to close" in log and "API stopped" in log  # graceful, lifespan closed
     for size, response in zip(sizes, responses, strict=True):
         expect_image(response, size)
+    assert_nothing_left(redis_client)
+
+
+def test_a_worker_killed_during_its_sigterm_drain_leaves_its_job_to_another_worker(
+    tmp_path: Path, tiny_model: tuple[Path, Path], redis_url: str, redis_client: redis.Redis
+) -> None:
+    """What a too-short terminationGracePeriodSeconds does: SIGTERM, then SIGKILL while the batch still runs."""
+    fast_reclaim = {"claim_idle_ms": 1000, "heartbeat_s": 0.25}
+    size = (1500, 1100)  # 156 tiles of 128 px: seconds of work for the tiny model, so the kill lands mid-job
+    env = service_env(tiny_model, redis_url=redis_url, max_batch_size=1, **fast_reclaim)
+    settings = model_settings(tiny_model, redis_url=redis_url, max_batch_size=1, **fast_reclaim)
+    with (
+        start_workers(1, env, tmp_path, redis_client) as (worker,),
+        live_server(settings, timeout_s=180) as url,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        future = pool.submit(dehaze, url, size)
+        wait_until(lambda: bool(held_job_ids(redis_client, PREFIX, worker)), 180, "the worker to hold the job")
+        held = held_job_ids(redis_client, PREFIX, worker)
+        worker.signal(signal.SIGTERM)
+        wait_until(lambda: "SIGTERM received" in worker.log(), 60, "the worker to start draining")
+        worker.signal(signal.SIGKILL)  # the grace period is over
+        assert worker.wait(10) == -signal.SIGKILL
+        assert held_job_ids(redis_client, PREFIX, worker) == held  # still pending for the dead consumer
+        assert not future.done()
+        with redis_worker(settings):  # claims it once idle for claim_idle_ms, computes it, answers
+            response = future.result()
+    expect_image(response, size)
     assert_nothing_left(redis_client)
