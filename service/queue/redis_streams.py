@@ -210,6 +210,22 @@ class RedisStreamsQueue:
             logger.warning("Redis is out of memory (maxmemory): refusing new jobs until it frees up")
             raise QueueFullError(retry_after_s=2.0) from error
 
+    async def _pipeline(
+        self, build: Callable[[Any], object], *, transaction: bool = False, raise_on_error: bool = True
+    ) -> list[Any]:
+        """Build a pipeline with ``build(pipe)`` and execute it through ``_call``.
+
+        Each attempt builds a fresh pipeline: redis-py empties a pipeline whose execute failed, so retrying the same
+        one after a dropped connection (the first command after a Redis restart) would run nothing and return [].
+        """
+
+        async def attempt() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=transaction)
+            build(pipe)
+            return list(await pipe.execute(raise_on_error=raise_on_error))
+
+        return await self._call(attempt)
+
     # -- API side -------------------------------------------------------------------------------
     async def submit(self, job: Job) -> None:
         """Store the payload and add the entry atomically, unless the stream already holds ``max_length`` jobs."""
@@ -248,19 +264,18 @@ class RedisStreamsQueue:
         At maxmemory the marker cannot be written (the deletions, which free memory, still happen): the job is then
         computed and its answer dropped, and this raises ``QueueFullError``.
         """
-        pipe = self._redis.pipeline(transaction=False)  # at maxmemory Redis refuses every command inside MULTI
-        pipe.delete(self._key("payload", job_id), self._key("result", job_id), self._key("fallback", job_id))
-        pipe.set(self._key("cancelled", job_id), b"1", ex=self._ttl_s)
-        await self._call(pipe.execute)
+
+        def build(pipe: Any) -> None:  # not a transaction: at maxmemory Redis refuses every command inside MULTI
+            pipe.delete(self._key("payload", job_id), self._key("result", job_id), self._key("fallback", job_id))
+            pipe.set(self._key("cancelled", job_id), b"1", ex=self._ttl_s)
+
+        await self._pipeline(build)
 
     async def cancelled(self, job_ids: Sequence[str]) -> set[str]:
         """The ids among ``job_ids`` whose cancellation marker exists (one round trip)."""
         if not job_ids:
             return set()
-        pipe = self._redis.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.exists(self._key("cancelled", job_id))
-        flags = await self._call(pipe.execute)
+        flags = await self._pipeline(lambda pipe: [pipe.exists(self._key("cancelled", job_id)) for job_id in job_ids])
         return {job_id for job_id, flag in zip(job_ids, flags, strict=True) if flag}
 
     async def depth(self) -> int:
@@ -331,11 +346,13 @@ class RedisStreamsQueue:
         if not entries:
             return []
         ids = [fields[b"id"].decode() for _, fields, _ in entries]
-        pipe = self._redis.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.get(self._key("payload", job_id))
-            pipe.exists(self._key("cancelled", job_id))
-        replies = await self._call(pipe.execute)
+
+        def build(pipe: Any) -> None:
+            for job_id in ids:
+                pipe.get(self._key("payload", job_id))
+                pipe.exists(self._key("cancelled", job_id))
+
+        replies = await self._pipeline(build)
         jobs: list[Job] = []
         for index, ((entry_id, fields, deliveries), job_id) in enumerate(zip(entries, ids, strict=True)):
             payload, cancelled = replies[2 * index], replies[2 * index + 1]
@@ -379,14 +396,17 @@ class RedisStreamsQueue:
         entry_id = self._in_hand.pop(job_id, None)
         cancelled = await self._call(lambda: self._redis.exists(self._key("cancelled", job_id)))
         result_key, fallback_key = self._key("result", job_id), self._key("fallback", job_id)
-        pipe = self._redis.pipeline(transaction=True)
-        if result is not None and not cancelled:
-            pipe.rpush(result_key, encode_result(result))
-            pipe.expire(result_key, self._ttl_s)
-        pipe.delete(self._key("payload", job_id), fallback_key)
-        self._acknowledge(pipe, entry_id)
+        blob = encode_result(result) if result is not None and not cancelled else None
+
+        def build(pipe: Any) -> None:
+            if blob is not None:
+                pipe.rpush(result_key, blob)
+                pipe.expire(result_key, self._ttl_s)
+            pipe.delete(self._key("payload", job_id), fallback_key)
+            self._acknowledge(pipe, entry_id)
+
         try:
-            await self._call(pipe.execute)
+            await self._pipeline(build, transaction=True)
         except QueueFullError:  # maxmemory: the transaction was refused as a whole, nothing was written
             await self._settle_with_fallback(job_id, entry_id, answer=result is not None and not cancelled)
         except ResponseError as error:  # NOGROUP after a Redis restart: the entry is gone with the group anyway
@@ -397,14 +417,16 @@ class RedisStreamsQueue:
 
         Not a transaction: at maxmemory Redis refuses to queue any command inside MULTI.
         """
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.delete(self._key("payload", job_id))
-        if answer:
-            pipe.execute_command("RENAME", self._key("fallback", job_id), self._key("result", job_id))
-        else:
-            pipe.delete(self._key("fallback", job_id))
-        self._acknowledge(pipe, entry_id)
-        replies = await self._call(lambda: pipe.execute(raise_on_error=False))
+
+        def build(pipe: Any) -> None:
+            pipe.delete(self._key("payload", job_id))
+            if answer:
+                pipe.execute_command("RENAME", self._key("fallback", job_id), self._key("result", job_id))
+            else:
+                pipe.delete(self._key("fallback", job_id))
+            self._acknowledge(pipe, entry_id)
+
+        replies = await self._pipeline(build, raise_on_error=False)
         failed = [reply for reply in replies if isinstance(reply, Exception)]
         if answer and not failed:
             logger.error("job %s: Redis is at maxmemory; the result could not be stored, answered 503", job_id)
@@ -418,12 +440,15 @@ class RedisStreamsQueue:
 
     async def heartbeat(self, worker_id: str) -> None:
         """Refresh this worker's key and the idle time of the jobs it holds (so they are not reclaimed)."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.set(self._key("worker", worker_id), repr(time.time()), ex=self._heartbeat_ttl_s)
-        if self._in_hand:
-            pipe.xclaim(self._stream, CONSUMER_GROUP, self.consumer, 0, list(self._in_hand.values()), justid=True)
+        held = list(self._in_hand.values())
+
+        def build(pipe: Any) -> None:
+            pipe.set(self._key("worker", worker_id), repr(time.time()), ex=self._heartbeat_ttl_s)
+            if held:
+                pipe.xclaim(self._stream, CONSUMER_GROUP, self.consumer, 0, held, justid=True)
+
         try:
-            await self._call(pipe.execute)
+            await self._pipeline(build)
         except ResponseError as error:
             logger.warning("heartbeat: %s", error)
 

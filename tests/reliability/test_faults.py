@@ -103,7 +103,9 @@ def test_redis_restart_is_survived_without_restarting_anything(
             expect_image(dehaze(url, size), size)
         assert worker.running()  # the very same process served before and after
         log = worker.log()
-    assert "the job queue is unavailable" in log and "re-creating it" in log
+    # The group comes back with the API's first submission (it creates stream and group) or, if the worker reads
+    # first, from the worker's NOGROUP handling ("re-creating it"): either way the same processes carry on.
+    assert "the job queue is unavailable" in log
     assert_nothing_left(redis_client)
 
 

@@ -211,9 +211,12 @@ def test_unavailable_then_reconnects_and_recreates_the_group(redis_server: Any, 
             await api.wait_result("x", 0.1)
         redis_server.start()  # empty: the stream and the consumer group are gone
         assert await api.ping()
+        worker._last_claim = float("-inf")
+        assert await worker.take(1, block_ms=10) == []  # NOGROUP -> the worker re-creates the group
+        assert redis.Redis.from_url(redis_url).xinfo_groups("dehaze:jobs")[0]["name"] == b"workers"
         job = Job(payload=b"after")
         await api.submit(job)
-        (taken,) = await worker.take(1, block_ms=100)  # NOGROUP -> group re-created
+        (taken,) = await worker.take(1, block_ms=100)
         assert taken.id == job.id
         await worker.finish(JobResult(job_id=job.id))
         assert (await api.wait_result(job.id, 1)).ok
