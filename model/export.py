@@ -1,5 +1,9 @@
 """Export of the inference pipeline to one TorchScript artifact, and the ``dehaze export`` command.
 
+Either family exports the same way: a DCMPNet :class:`model.pipeline.DehazePipeline` or a CORUN
+:class:`model.corun_pipeline.CorunPipeline` (which pads to its multiple of 8 and crops back inside the graph); the
+artifact's forward is the same, N×3×H×W in [0, 1] -> (dehazed, depth), and only its recorded variant says which.
+
 ``torch.jit.trace`` + ``torch.jit.freeze``. The artifact serves every batch size and every image size >= 1 px:
 the networks keep batch sizes symbolic (``-1`` reshapes; the authors' ``window_reverse`` froze them) and the
 pipeline's padding arithmetic has no branches. Tracing is strict: any ``TracerWarning`` (a value frozen into the
@@ -28,8 +32,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model.checkpoint import DEFAULT_WEIGHTS, load_pipeline_from_weights, write_atomically
-from model.pipeline import build_pipeline
+from model.checkpoint import DEFAULT_WEIGHTS, load_pipeline_from_weights, read_weights, variant_of, write_atomically
+from model.families import build_inference_pipeline
 
 __all__ = [
     "INFO_FILE",
@@ -93,7 +97,8 @@ def export_pipeline(
     """Traces, freezes and saves (atomically) the pipeline in eval mode.
 
     Args:
-        pipeline: A :class:`model.pipeline.DehazePipeline` (or a module with the same forward contract).
+        pipeline: A :class:`model.pipeline.DehazePipeline`, a :class:`model.corun_pipeline.CorunPipeline`, or any
+            module with the same forward contract.
         path: Destination file.
         example_hw: Size of the example input used for tracing (the artifact works at every size).
         info: What the artifact was made from (``variant``, ``weights_sha256``), stored inside it.
@@ -197,7 +202,12 @@ def ensure_artifact(weights: str | Path, artifact: str | Path) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``dehaze export``."""
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="checkpoint (ours or the authors' .pth)")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=DEFAULT_WEIGHTS,
+        help="checkpoint: ours (DCMPNet or CORUN), the authors' DCMPNet .pth or their CORUN.pth",
+    )
     parser.add_argument("--out", type=Path, required=True, help="artifact file to write")
     parser.add_argument(
         "--variant",
@@ -215,7 +225,11 @@ def run(args: argparse.Namespace) -> int:
         if not args.variant:
             logger.error("--random-init needs --variant")
             return 2
-        pipeline = build_pipeline(args.variant)
+        try:
+            pipeline = build_inference_pipeline(args.variant)
+        except ValueError as exc:
+            logger.error("%s", exc)
+            return 2
     else:
         try:
             actual = _variant_of(args.weights)
@@ -242,10 +256,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _variant_of(weights: Path) -> str | None:
-    """The variant a weights file holds (``dcmpnet`` for the authors' .pth), None if unknown."""
-    if not Path(weights).is_file():
-        raise FileNotFoundError(f"weights file not found: {weights}")
-    raw = torch.load(weights, map_location="cpu", weights_only=True)
-    if isinstance(raw, dict) and "variant" in raw:
-        return str(raw["variant"])
-    return "dcmpnet" if isinstance(raw, dict) and "dehaze_net" in raw else None
+    """The variant a weights file holds (``dcmpnet``/``corun`` for the authors' files), None if unknown.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: The file holds something other than a dict.
+    """
+    return variant_of(read_weights(Path(weights), "cpu"))

@@ -1,10 +1,14 @@
-"""``dehaze summary``: parameters, MACs and CPU latency of every model variant.
+"""``dehaze summary``: parameters, MACs and CPU latency of every model variant of every family.
 
-MACs are those of the whole inference pipeline (Ψ + Φ, as served) at 1×3×256×256, counted by
+MACs are those of the whole inference pipeline (Ψ + Φ for DCMPNet, the network for CORUN; as served) at
+1×3×256×256, counted by
 ``torch.utils.flop_counter.FlopCounterMode`` (MACs = FLOPs / 2; convolutions, matmuls and linear layers, which
 is where nearly all the cost is). Latency is the median of ``repeats`` timed batch-1 calls after one warm-up, in
 ``torch.inference_mode``, on this machine with its current thread setting and load, so compare numbers taken
-together only. The paper-size variant takes several seconds per call on a 2-core CPU.
+together only. The paper-size variants take seconds per call on a 2-core CPU (``corun`` about ten).
+
+A row has the family and the total parameters; ``phi_params``/``psi_params`` split DCMPNet's between its two
+networks and are None for CORUN, which has one.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from model.pipeline import DehazePipeline, build_pipeline
-from model.variants import VARIANTS
+from model.families import build_inference_pipeline, family_of, variant_names
+from model.pipeline import DehazePipeline
 
 __all__ = ["add_arguments", "count_params", "cpu_latency_ms", "pipeline_gmac", "run", "summarize"]
 
@@ -66,11 +70,14 @@ def cpu_latency_ms(pipeline: nn.Module, hw: tuple[int, int] = (SIZE, SIZE), repe
 
 def summarize(name: str, repeats: int = 3, latency: bool = True) -> dict[str, Any]:
     """One row of the summary for variant ``name`` (random weights; cost does not depend on them)."""
-    pipeline: DehazePipeline = build_pipeline(name)
+    pipeline = build_inference_pipeline(name)
+    parts = (pipeline.phi, pipeline.psi) if isinstance(pipeline, DehazePipeline) else None
     row: dict[str, Any] = {
         "name": name,
-        "phi_params": count_params(pipeline.phi),
-        "psi_params": count_params(pipeline.psi),
+        "family": family_of(name),
+        "params": count_params(pipeline),
+        "phi_params": count_params(parts[0]) if parts else None,
+        "psi_params": count_params(parts[1]) if parts else None,
         "gmac_256": round(pipeline_gmac(pipeline), 3),
         "cpu_ms_256": round(cpu_latency_ms(pipeline, repeats=repeats), 1) if latency else None,
     }
@@ -78,19 +85,31 @@ def summarize(name: str, repeats: int = 3, latency: bool = True) -> dict[str, An
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """A fixed-width text table of summary rows."""
-    header = f"{'variant':<16}{'Φ params':>14}{'Ψ params':>12}{'GMAC@256²':>12}{'CPU ms@256²':>14}\n"
+    """A fixed-width text table of summary rows ("-" where a value does not apply or was not measured)."""
+    header = (
+        f"{'variant':<16}{'family':<10}{'params':>14}{'Φ params':>14}{'Ψ params':>12}{'GMAC@256²':>12}"
+        f"{'CPU ms@256²':>14}\n"
+    )
     lines = [header, "-" * (len(header) - 1) + "\n"]
     for r in rows:
-        ms = "-" if r["cpu_ms_256"] is None else f"{r['cpu_ms_256']:.1f}"
-        lines.append(f"{r['name']:<16}{r['phi_params']:>14,}{r['psi_params']:>12,}{r['gmac_256']:>12.3f}{ms:>14}\n")
+        phi, psi, ms = (
+            _cell(r.get(k), spec) for k, spec in (("phi_params", ","), ("psi_params", ","), ("cpu_ms_256", ".1f"))
+        )
+        lines.append(
+            f"{r['name']:<16}{r.get('family', ''):<10}{_cell(r.get('params'), ','):>14}{phi:>14}{psi:>12}"
+            f"{r['gmac_256']:>12.3f}{ms:>14}\n"
+        )
     return "".join(lines)
+
+
+def _cell(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``dehaze summary``."""
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
-    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=sorted(variant_names()), default=variant_names())
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant (median reported)")
     parser.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
 
