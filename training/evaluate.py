@@ -3,8 +3,10 @@
 ``--data`` is either a RESIDE-layout folder (hazy/, GT/, optional depth/; metrics against GT) or a flat folder
 of photos without GT (no-reference FADE only; non-image files are skipped with a warning). Every method is
 scored with the same protocol (training.metrics): the full image, float RGB in [0, 1], no crop. The network is
-``model.checkpoint.load_pipeline_from_weights`` (Ψ on the hazy input, Φ with that depth), run once per full
-image; ``--baseline dcp`` is He et al.'s dark channel prior (``model.physics.dcp_dehaze`` / ``dcp_depth``);
+``model.checkpoint.load_pipeline_from_weights``, run once per full image: DCMPNet (Ψ on the hazy input, Φ with
+that depth) or CORUN (whose depth is derived from its transmission map, ``model.corun_pipeline``); ``method`` in
+``metrics.json`` names the family. ``--baseline dcp`` is He et al.'s dark channel prior
+(``model.physics.dcp_dehaze`` / ``dcp_depth``);
 ``--baseline lkd`` is the LKD-Net teacher (``--teacher``: a released weights name or file; default LKD-s ITS), whose
 depth is the physics pseudo-depth of its output (``training.pseudo_depth``: −ln t from the input and the output).
 
@@ -218,8 +220,10 @@ def _teacher_method(teacher: str) -> tuple[Method, str]:
     return method, str(path)
 
 
-def _network_method(weights: Path | None, device: torch.device) -> tuple[Method, str]:
+def _network_method(weights: Path | None, device: torch.device) -> tuple[Method, str, str]:
+    """The network of a weights file as a method, the file's path, and the model family (the method's name)."""
     from model.checkpoint import DEFAULT_WEIGHTS, load_pipeline_from_weights
+    from model.corun_pipeline import CorunPipeline
 
     path = weights if weights is not None else DEFAULT_WEIGHTS
     if not Path(path).is_file():
@@ -229,7 +233,7 @@ def _network_method(weights: Path | None, device: torch.device) -> tuple[Method,
     def method(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return pipeline(img)
 
-    return method, str(path)
+    return method, str(path), "corun" if isinstance(pipeline, CorunPipeline) else "dcmpnet"
 
 
 def _to_tensor(arr: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -336,8 +340,7 @@ def evaluate(
         method, weights_name = _teacher_method(teacher)
         method_name = "lkd"
     else:
-        method, weights_name = _network_method(weights, dev)
-        method_name = "dcmpnet"
+        method, weights_name, method_name = _network_method(weights, dev)
     keep = _held_out_names(held_out_of) if held_out_of is not None else None
     loaders, paired = _samples(data, scenes, limit, max_side, keep)
     out = Path(out)
@@ -349,7 +352,7 @@ def evaluate(
         x = _to_tensor(sample.hazy, dev)
         dehazed, depth = method(x)
         row = _score(sample, dehazed, None if method_name == "none" else depth)
-        if sample.depth is not None and method_name == "dcmpnet":
+        if sample.depth is not None and method_name in ("dcmpnet", "corun"):
             base = _depth_or_none(sample.name, _dcp_method(x.cpu())[1][0], sample.depth)
             if base[0] is not None:
                 baseline_depth.append(base)
