@@ -41,7 +41,7 @@ def _load(name: str) -> ModuleType:
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """Build the parser; only the chosen subcommand's module is imported."""
-    parser = argparse.ArgumentParser(prog="dehaze", description="DCMPNet single-image dehazing.")
+    parser = argparse.ArgumentParser(prog="dehaze", description="Single-image dehazing (DCMPNet or CORUN).")
     parser.add_argument("--log-level", default=None, help="logging level (default: DEHAZE_LOG_LEVEL, else INFO)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = next((a for a in (argv or []) if a in SUBCOMMANDS), None)

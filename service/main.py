@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,7 +28,10 @@ from service.density import DensityScorer
 from service.metrics import observe_request
 from service.web import add_web_routes
 
-__all__ = ["MULTIPART_ALLOWANCE", "RequestMetricsMiddleware", "create_app"]
+if TYPE_CHECKING:
+    from service.worker.loop import WorkerObserver
+
+__all__ = ["MULTIPART_ALLOWANCE", "RequestMetricsMiddleware", "ServedModelObserver", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +80,47 @@ class RequestMetricsMiddleware:
         return route or "unmatched"
 
 
+class ServedModelObserver:
+    """The embedded worker's metric hooks, forwarded to ``inner``; the loaded model is also kept for /healthz.
+
+    Args:
+        inner: the hooks that record metrics.
+        services: where the served model is kept (``Services.model``).
+    """
+
+    def __init__(self, inner: WorkerObserver, services: Services) -> None:
+        self._inner = inner
+        self._services = services
+
+    def batch(self, size: int, waits_s: Sequence[float], compute_s: float) -> None:
+        """Forwarded."""
+        self._inner.batch(size, waits_s, compute_s)
+
+    def job(self, outcome: str, duration_s: float | None) -> None:
+        """Forwarded."""
+        self._inner.job(outcome, duration_s)
+
+    def gpu_memory(self, stats: dict[str, int]) -> None:
+        """Forwarded."""
+        self._inner.gpu_memory(stats)
+
+    def model_info(self, variant: str, version: str, device: str, dtype: str) -> None:
+        """Kept on the services, then forwarded."""
+        self._services.note_model(variant, version)
+        self._inner.model_info(variant, version, device, dtype)
+
+    def cancelled_tiles(self, count: int) -> None:
+        """Forwarded."""
+        self._inner.cancelled_tiles(count)
+
+
 async def _run_embedded_worker(services: Services, stop: asyncio.Event) -> None:
     """The in-process worker; a crash is recorded for /readyz instead of vanishing silently."""
-    from service.worker.loop import run_worker  # imported on use: API-only processes never load torch
+    from service.worker.loop import MetricsObserver, run_worker  # imported on use: API-only processes never load torch
 
+    observer = ServedModelObserver(MetricsObserver(), services)
     try:
-        await run_worker(services.queue, services.settings, ready=services.worker_ready, stop=stop)
+        await run_worker(services.queue, services.settings, ready=services.worker_ready, stop=stop, observer=observer)
     except asyncio.CancelledError:
         raise
     except Exception as error:
@@ -152,7 +191,7 @@ def create_app(settings: Settings) -> FastAPI:
     """The application for ``settings``; queue, FADE pool and (embedded) worker start with its lifespan."""
     app = FastAPI(
         title="dehaze",
-        summary="Single-image dehazing with DCMPNet: dehazed image, depth map and FADE haze density.",
+        summary="Single-image dehazing (DCMPNet or CORUN): dehazed image, depth map and FADE haze density.",
         version="0.1.0",
         lifespan=_lifespan,
         docs_url=None,  # /docs comes from service.web: Swagger UI from local files, no CDN, no inline script

@@ -105,6 +105,9 @@ async def run_job(
     if not result.ok:
         status = result.error_status or 500
         raise ApiError(status, result.error or "the job failed", {"Retry-After": "5"} if status == 503 else None)
+    services = getattr(request.app.state, "services", None)
+    if services is not None:
+        services.note_model(result.model.get("variant"), result.model.get("version"))
     return result
 
 

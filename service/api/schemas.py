@@ -4,7 +4,23 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-__all__ = ["DehazeResponse", "DensityResponse", "ErrorBody", "ErrorResponse", "ModelInfo", "ReadinessResponse"]
+__all__ = [
+    "DEPTH_DESCRIPTION",
+    "DehazeResponse",
+    "DensityResponse",
+    "ErrorBody",
+    "ErrorResponse",
+    "HealthResponse",
+    "ModelInfo",
+    "ReadinessResponse",
+]
+
+DEPTH_DESCRIPTION = (
+    "16-bit greyscale PNG, 0 = near, 65535 = far. A DCMPNet model returns its depth network's estimate on the hazy "
+    "input, a relative depth whose scale differs between images. A CORUN model has no depth network: its depth is "
+    "derived from its transmission map t as -ln(t) / -ln(0.05) (t clamped to [0.05, 1]), on a fixed scale, so light "
+    "haze gives a dark map. model.name in a JSON answer (or in /healthz) says which model served."
+)
 
 
 class ErrorBody(BaseModel):
@@ -23,7 +39,7 @@ class ErrorResponse(BaseModel):
 class ModelInfo(BaseModel):
     """The model that produced a result."""
 
-    name: str = Field(description="the model variant, e.g. dcmpnet_small")
+    name: str = Field(description="the model variant, e.g. dcmpnet_small or corun_small (its family is the prefix)")
     version: str = Field(description="the weights' version")
 
 
@@ -32,7 +48,7 @@ class DehazeResponse(BaseModel):
 
     image: str = Field(description="the dehazed image, base64 of the encoded file")
     image_media_type: str = Field(description="the dehazed image's format, e.g. image/png")
-    depth: str = Field(description="the depth map, base64 of a 16-bit greyscale PNG (0 = near, 65535 = far)")
+    depth: str = Field(description=f"the depth map, base64 of a {DEPTH_DESCRIPTION}")
     fade_in: float | None = Field(
         description="FADE haze density of the upload (lower = less haze; null where undefined, e.g. a flat image)"
     )
@@ -50,6 +66,15 @@ class DensityResponse(BaseModel):
     width: int
     height: int
     timings: dict[str, float] = Field(description="milliseconds: density, total")
+
+
+class HealthResponse(BaseModel):
+    """The process is alive, and the model it last saw served."""
+
+    status: str = Field(description="always ok")
+    model: ModelInfo | None = Field(
+        description="the model of the embedded worker or of the latest answer; null before either is known"
+    )
 
 
 class ReadinessResponse(BaseModel):

@@ -26,6 +26,9 @@ class Services:
         compute_budget: the pixels of model work one request may cost (``Settings.compute_budget_on`` for the
             worker's device: the embedded worker's, else the configured device's, CUDA's for ``auto``; a Redis
             worker on another device applies its own budget as well).
+        model: ``name`` and ``version`` of the model this process last saw served: the embedded worker's once it
+            has loaded, and the model of every result since (an API on Redis learns it from its first answer;
+            None until then). The API never loads the model itself.
     """
 
     settings: Settings
@@ -35,6 +38,12 @@ class Services:
     worker_ready: asyncio.Event | None = None
     worker_task: asyncio.Task[None] | None = None
     worker_error: str | None = field(default=None)
+    model: dict[str, str] | None = None
+
+    def note_model(self, variant: str | None, version: str | None) -> None:
+        """Record the model of a result or of the loaded worker (ignored when it does not name a variant)."""
+        if variant:
+            self.model = {"name": variant, "version": version or ""}
 
     @property
     def embedded(self) -> bool:

@@ -194,7 +194,8 @@ def test_sixteen_concurrent_uploads_of_mixed_sizes_are_batched(server: str) -> N
 
 
 def test_health_readiness_and_metrics(server: str) -> None:
-    assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
+    health = httpx.get(f"{server}/healthz").json()
+    assert health["status"] == "ok" and health["model"]["name"] == "dcmpnet_tiny"  # the model of the answers so far
     ready = httpx.get(f"{server}/readyz").json()
     assert ready["ready"] is True and ready["workers_alive"] >= 1
     metrics = httpx.get(f"{server}/metrics")

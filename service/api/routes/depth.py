@@ -1,4 +1,8 @@
-"""POST /depth: the depth map alone (16-bit greyscale PNG, or a colour-mapped PNG)."""
+"""POST /depth: the depth map alone (16-bit greyscale PNG, or a colour-mapped PNG).
+
+Whatever the model family: DCMPNet's depth network, or for CORUN (no depth network) a depth derived from its
+transmission map (``model.corun_pipeline``); the OpenAPI description says so.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from service.api.deps import ComputeBudgetDep, QueueDep, SettingsDep, UploadDep, require_api_key
 from service.api.jobs import check_image, run_job
 from service.api.openapi import ERROR_RESPONSES, UPLOAD_BODY
+from service.api.schemas import DEPTH_DESCRIPTION
 
 __all__ = ["router"]
 
@@ -21,6 +26,7 @@ router = APIRouter(tags=["dehaze"], dependencies=[Depends(require_api_key)])
     responses={200: {"content": {"image/png": {}}, "description": "the depth map"}, **ERROR_RESPONSES},
     openapi_extra=UPLOAD_BODY,
     summary="Estimate the depth map of a hazy image",
+    description="Upload an image in the multipart field `image`; get its depth map: a " + DEPTH_DESCRIPTION,
 )
 async def depth(
     request: Request,

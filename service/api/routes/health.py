@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.api.deps import ServicesDep
-from service.api.schemas import ReadinessResponse
+from service.api.schemas import HealthResponse, ModelInfo, ReadinessResponse
 from service.api.state import Services
 
 __all__ = ["router"]
@@ -18,10 +18,12 @@ router = APIRouter(tags=["operations"])
 _PROBE_TIMEOUT_S = 2.0
 
 
-@router.get("/healthz", summary="Liveness")
-async def healthz() -> dict[str, str]:
-    """200 while the process serves HTTP."""
-    return {"status": "ok"}
+@router.get("/healthz", response_model=HealthResponse, summary="Liveness")
+async def healthz(request: Request) -> HealthResponse:
+    """200 while the process serves HTTP, with the model it last saw served (``model.name``: DCMPNet or CORUN)."""
+    services: Services | None = getattr(request.app.state, "services", None)
+    model = services.model if services is not None else None
+    return HealthResponse(status="ok", model=ModelInfo(**model) if model else None)
 
 
 @router.get(
