@@ -7,7 +7,8 @@ it had; ``report`` then merges whatever is there into ``OUT/gpu_check.json`` and
 ``prepare``   (on a machine with a package registry, before the device run) downloads the wheels of the project's
               dependencies that the device image lacks (for its Python 3.12) and copies ``redis-server`` with the
               shared libraries it needs into ``.gpu_check/``, the folder the device run carries.
-``wheels``    prints the carried wheels whose distribution this Python lacks (what the install step installs).
+``wheels``    prints the carried wheels whose distribution this Python lacks or has older (what the install step
+              installs).
 ``model``     first what the check runs on (Python, torch, CUDA device, TF32 switches, versions, the install steps:
               ``WORK/install.json``), then ``dcmpnet`` (paper size, random-initialised: no weights are shipped, and
               speed does not depend on them) and ``dcmpnet_small`` (``model/weights/dcmpnet_small.pt``), each
@@ -113,6 +114,10 @@ DEVICE_PACKAGES = frozenset(
     xarray xxhash yarl zipp""".split()  # noqa: SIM905 (the list as KINDS.md writes it)
 )
 """Python packages of the device image ('cuda'), as device/KINDS.md lists them (read 2026-11-17): not carried."""
+
+REFRESHED = frozenset(("annotated-doc", "anyio", "click", "h11", "idna", "prometheus-client", "typing-extensions"))
+"""Pure-Python dependencies of the web stack that the image has too: carried anyway, and installed there when its own
+version is older than ours (pydantic, FastAPI and uvicorn set minimum versions of them)."""
 
 DEVICE_PYTHON = "3.12"
 WHEEL_PLATFORMS = (
@@ -331,8 +336,8 @@ def prepare(dest: Path) -> int:
     shutil.rmtree(wheels, ignore_errors=True)
     wheels.mkdir(parents=True)
     closure = _runtime_closure()
-    carried = {name: version for name, version in sorted(closure.items()) if name not in DEVICE_PACKAGES}
-    logger.info("device image has %d of %d needed distributions", len(closure) - len(carried), len(closure))
+    carried = {n: v for n, v in sorted(closure.items()) if n not in DEVICE_PACKAGES or n in REFRESHED}
+    logger.info("%d distributions needed, %d carried (missing on the device, or refreshed)", len(closure), len(carried))
     for name, version in carried.items():
         command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
         command += ["--python-version", DEVICE_PYTHON, "--implementation", "cp", "-d", str(wheels)]
@@ -370,14 +375,22 @@ def _prepare_redis(folder: Path) -> int:
 
 
 def missing_wheels(folder: Path) -> list[Path]:
-    """The wheels in ``folder`` whose distribution this Python does not have."""
+    """The wheels in ``folder`` whose distribution this Python lacks, or has at an older version."""
+    try:
+        from packaging.version import Version
+    except ImportError:  # no packaging: only missing distributions count
+        Version = None  # type: ignore[assignment,misc]
     missing = []
     for wheel in sorted(folder.glob("*.whl")):
-        name = wheel.name.split("-")[0]
+        name, version = wheel.name.split("-")[:2]
         try:
-            metadata.version(name)
+            installed = metadata.version(name)
         except metadata.PackageNotFoundError:
             missing.append(wheel)
+            continue
+        with contextlib.suppress(ValueError):  # packaging's InvalidVersion is a ValueError
+            if Version is not None and Version(installed) < Version(version):
+                missing.append(wheel)
     return missing
 
 

@@ -96,6 +96,7 @@ if [ "$MODE" = real ]; then
     mapfile -t WHEELS < <("$PY" -m tests.benchmarks.gpu_check wheels --dir .gpu_check/wheels 2>>"$LOG")
     if [ ${#WHEELS[@]} -gt 0 ]; then
       SITE=/tmp/gpu_check_site
+      rm -rf "$SITE"
       names=$(printf '%s\n' "${WHEELS[@]}" | sed 's#.*/##; s#-.*##' | tr '\n' ' ')
       if run_phase "wheels" 120 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
         --target "$SITE" "${WHEELS[@]}"; then
