@@ -50,11 +50,19 @@ class HealthProbe:
             self.failures.append(f"status {rest}")
 
     def check(self, min_samples: int = 5, limit_s: float = HEALTHZ_LIMIT_S) -> None:
-        """Every probe answered 200 within ``limit_s``, and there were at least ``min_samples`` of them."""
+        """Every probe answered 200 within ``limit_s`` but one, that one within ``5 × limit_s``; ``min_samples`` ran.
+
+        One outlier is a scheduler hiccup of this 2-core VM (seen: a single 111-166 ms answer among dozens of ~30 ms
+        ones while other processes loaded the machine); a blocked event loop delays every probe that falls in the
+        blocking work, and work of the kind these tests send (a FADE of a million pixels, a huge decode) blocks for
+        seconds, far past either bound.
+        """
         assert not self.failures, self.failures[:3]
         assert len(self.latencies_s) >= min_samples, f"only {len(self.latencies_s)} /healthz answers"
         slow = sorted(self.latencies_s)[-3:]
-        assert self.worst_s < limit_s, f"/healthz took up to {self.worst_s * 1000:.0f} ms (slowest: {slow})"
+        over = [t for t in self.latencies_s if t >= limit_s]
+        assert len(over) <= 1, f"{len(over)} /healthz answers took over {limit_s * 1000:.0f} ms (slowest: {slow})"
+        assert self.worst_s < 5 * limit_s, f"/healthz took up to {self.worst_s * 1000:.0f} ms (slowest: {slow})"
 
 
 @contextlib.contextmanager
