@@ -47,6 +47,19 @@ and its hazy input, candidate pseudo-labels of one photo) or all scored under th
 1 MP image on the project's machine: NIQE about 0.2 s, FADE about 1 s; a 12 MP image costs NIQE about 1 s (the
 downscaling included).
 
+Local scores: a scorer may also have ``block_scores(rgb, block) -> array`` (one score per ``block``-px square,
+same direction as the global score); :class:`FadeScorer` has it. Colabator's trust map uses it
+(:mod:`training.colabator.trust`) and falls back to scoring each block with ``__call__`` for scorers without it
+(NIQE needs 192-px images, so it cannot score the 32-px blocks; FADE can).
+
+Where this module stands in for the paper (Colabator, :mod:`training.colabator`): the released code ranks a
+pseudo-label by DA-CLIP's haze probability (lower is better) and MUSIQ (higher is better), globally for the label
+pool and per 32×32 block for the trust map. Here FADE takes DA-CLIP's role (how hazy the label still looks) and
+NIQE MUSIQ's (how natural it looks: blur, noise, artefacts); FADE's per-patch density gives the block scores.
+Neither substitute was trained on human opinions, so they rank labels more coarsely than the paper's pair, and
+both can be fooled (FADE by crushed shadows, NIQE by faint noise on smooth photos, see above). With DA-CLIP and
+MUSIQ weights on a machine, wrap each as a ``Scorer`` and list it in the fine-tuning config's scorers.
+
 Plugging in another scorer: any object with ``name``, ``higher_is_better`` and ``__call__(rgb) -> float`` (an
 H×W×3 float array in [0, 1]) is a ``Scorer``; no registration or base class is needed. Add it to the list
 returned by ``default_scorers`` to have it used by default, downscaling with ``downscale_to_budget`` first if its
@@ -361,6 +374,46 @@ class FadeScorer:
     def __call__(self, rgb: np.ndarray) -> float:
         """FADE of an H×W×3 float RGB image in [0, 1] (values outside are clipped)."""
         return fade(downscale_to_budget(_check_rgb(rgb), self.max_pixels), self.max_pixels)
+
+    def block_scores(self, rgb: np.ndarray, block: int) -> np.ndarray:
+        """FADE per ``block``×``block`` region (lower is better), from one pass over the image.
+
+        FADE is a distance per 8×8 patch; pyfade returns that density map (``return_map=True``), and a block's
+        score is the mean density of the patches it covers (partial blocks at the right and bottom edges
+        included). This is the local score Colabator's trust map needs (:mod:`training.colabator.trust`), at the
+        cost of one FADE call instead of one per block. Images over the budget are downscaled first and ``block``
+        scales with them.
+
+        Args:
+            rgb: H×W×3 float RGB in [0, 1], both sides at least 16 px.
+            block: Block side in pixels of ``rgb``, at least 8.
+
+        Returns:
+            ceil(h/b)×ceil(w/b) float64 scores, where h×w is the 8-px grid of the scored image and b the block in
+            patches.
+        """
+        import pyfade
+
+        if block < 8:
+            raise ValueError(f"FADE blocks must be at least one 8-px patch, got {block}")
+        arr = _check_rgb(rgb)
+        scaled = downscale_to_budget(arr, self.max_pixels)
+        patches = max(1, round(block * scaled.shape[1] / arr.shape[1] / 8))
+        quantised = np.clip(np.floor(scaled * 255.0 + 0.5), 0, 255).astype(np.uint8)
+        _, density = pyfade.fade_array(quantised, return_map=True)
+        return _block_means(np.asarray(density, dtype=np.float64), patches)
+
+
+def _block_means(grid: np.ndarray, k: int) -> np.ndarray:
+    """Means of ``k``×``k`` groups of a 2-D grid (NaNs ignored; edge groups may be smaller)."""
+    rows, cols = -(-grid.shape[0] // k), -(-grid.shape[1] // k)
+    padded = np.full((rows * k, cols * k), np.nan)
+    padded[: grid.shape[0], : grid.shape[1]] = grid
+    groups = padded.reshape(rows, k, cols, k).swapaxes(1, 2).reshape(rows, cols, k * k)
+    valid = np.isfinite(groups)
+    counts = valid.sum(axis=2)
+    sums = np.where(valid, groups, 0.0).sum(axis=2)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def default_scorers(max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Scorer]:
