@@ -50,7 +50,7 @@ import math
 import platform
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -58,13 +58,13 @@ import numpy as np
 import torch
 import yaml
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
+from torch.utils.data import Dataset, Subset
 
 from model.losses import ContrastivePerceptualLoss, dehaze_loss, depth_loss, unet_feature_loss
 from model.perceptron import DifferencePerceptron, reverse_gradient
 from training.config import TrainConfig, load_config, resolve_path
 from training.data import HazeMix, PairedFolder, SyntheticHaze
+from training.loop import LoopSettings, RunningMeans, batches, epoch_order, prepare_run_dir, run_steps
 from training.metrics import depth_errors, mean_finite_psnr, psnr, ssim
 
 __all__ = ["Trainer", "add_arguments", "main", "run"]
@@ -107,8 +107,15 @@ def parse_overrides(pairs: Sequence[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs training from parsed arguments; returns the exit code."""
-    cfg = load_config(args.config, parse_overrides(args.set))
+    """Runs training from parsed arguments; returns the exit code. A CORUN variant goes to its own trainer."""
+    from training.corun_config import is_corun_config
+
+    overrides = parse_overrides(args.set)
+    if is_corun_config(args.config, overrides):
+        from training.corun_train import run_corun
+
+        return run_corun(args.config, overrides, resume=args.resume)
+    cfg = load_config(args.config, overrides)
     Trainer(cfg, resume=args.resume).train()
     return 0
 
@@ -164,20 +171,7 @@ def cosine_factor(step: int, total: int, lr0: float, lr_min: float) -> float:
     return (lr_min + (lr0 - lr_min) * 0.5 * (1.0 + math.cos(math.pi * progress))) / lr0
 
 
-@dataclass
-class _Running:
-    """Running sums of the training losses between validations."""
-
-    sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LOSS_KEYS, 0.0))
-    count: int = 0
-
-    def add(self, losses: dict[str, float]) -> None:
-        for k, v in losses.items():
-            self.sums[k] += v
-        self.count += 1
-
-    def means(self) -> dict[str, float]:
-        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+_Running = RunningMeans  # the running loss means between validations (training.loop)
 
 
 class Trainer:
@@ -313,15 +307,7 @@ class Trainer:
         return val
 
     def _prepare_run_dir(self, resume: bool) -> None:
-        last = self.run_dir / "last.pt"
-        if resume:
-            if not last.is_file():
-                raise FileNotFoundError(f"--resume given but {last} does not exist")
-            self._load(last)
-        elif last.exists():
-            raise FileExistsError(f"{last} exists: pass --resume to continue, or choose another run_dir")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(self.cfg.to_yaml())
+        prepare_run_dir(self.run_dir, self.cfg.to_yaml(), resume, self._load)
 
     # ----- checkpoints -----
 
@@ -394,29 +380,13 @@ class Trainer:
 
     def epoch_order(self, epoch: int) -> list[int]:
         """The order in which epoch ``epoch`` visits the training items: a pure function of seed and epoch."""
-        gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
-        return torch.randperm(len(self.train_set), generator=gen).tolist()
+        return epoch_order(self.cfg.seed, len(self.train_set), epoch)  # type: ignore[arg-type]
 
     def _batches(self) -> Iterator[dict]:
         """Batches from the current step on; after a resume, the rest of the interrupted epoch comes first."""
         d = self.cfg.data
         pin = self.device.type == "cuda"
-        steps_per_epoch = len(self.train_set) // d.batch_size
-        epoch, done = divmod(self.step, steps_per_epoch)
-        while True:
-            if hasattr(self.train_set, "set_epoch"):
-                self.train_set.set_epoch(epoch)
-            order = self.epoch_order(epoch)[done * d.batch_size : steps_per_epoch * d.batch_size]
-            loader = DataLoader(
-                Subset(self.train_set, order),
-                batch_size=d.batch_size,
-                shuffle=False,
-                drop_last=True,
-                num_workers=d.num_workers,
-                pin_memory=pin,
-            )
-            yield from loader
-            epoch, done = epoch + 1, 0
+        return batches(self.train_set, self.step, d.batch_size, self.cfg.seed, d.num_workers, pin)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp is None:
@@ -574,32 +544,8 @@ class Trainer:
         """
         self._t0 = time.monotonic()
         cfg = self.cfg
-        running, losses = _Running(), {}
-        if self.step >= cfg.max_steps:
-            logger.info("already at step %d >= max_steps %d: nothing to do", self.step, cfg.max_steps)
-            return losses
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, unit="step", dynamic_ncols=True)
-        batches = self._batches()
-        rate = 0.0
-        try:
-            while self.step < cfg.max_steps:
-                t = time.monotonic()
-                losses = self.train_step(next(batches))
-                running.add(losses)
-                ips = cfg.data.batch_size / max(time.monotonic() - t, 1e-9)
-                rate = ips if rate == 0 else 0.9 * rate + 0.1 * ips
-                bar.update(1)
-                bar.set_postfix({**{k: f"{v:.4f}" for k, v in losses.items()}, "img/s": f"{rate:.2f}"})
-                out_of_time = cfg.max_wall_seconds is not None and time.monotonic() - self._t0 >= cfg.max_wall_seconds
-                if self.step % cfg.val_every == 0 or self.step >= cfg.max_steps or out_of_time:
-                    self._validate_and_save(running)
-                    running = _Running()
-                if out_of_time:
-                    logger.info("max_wall_seconds reached at step %d", self.step)
-                    break
-        finally:
-            bar.close()
-        return losses
+        settings = LoopSettings(cfg.max_steps, cfg.val_every, cfg.data.batch_size, cfg.progress, cfg.max_wall_seconds)
+        return run_steps(self, self._batches(), settings, self._t0)
 
 
 @dataclass(frozen=True)

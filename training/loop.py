@@ -1,0 +1,163 @@
+"""The step loop every trainer shares: data order, run folder, running loss means and the validation cadence.
+
+A trainer (``training.train.Trainer`` for DCMPNet, ``training.corun_train.CorunTrainer`` for CORUN) owns its
+networks, losses and checkpoint contents; what is the same for all of them lives here, so that ``--resume`` means
+the same thing everywhere:
+
+* The order of epoch ``e`` is ``randperm(n)`` from a generator seeded with ``seed·100003 + e``: a pure function of
+  seed and epoch. After a resume at step ``s`` the loader starts inside epoch ``s // steps_per_epoch`` at the batch
+  where the run stopped, so the remaining batches come in the order they would have come. Items themselves draw
+  their randomness from ``(seed, epoch, index)`` (``training.data._Epoched``), so they are the same items too.
+* ``run_dir/last.pt`` existing without ``--resume`` is an error (a run is never silently overwritten).
+* Validation (and saving) happens every ``val_every`` steps, at ``max_steps`` and when ``max_wall_seconds`` runs
+  out; the mean of every training loss since the previous validation goes into the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+__all__ = ["LoopSettings", "RunningMeans", "StepHost", "batches", "epoch_order", "prepare_run_dir", "run_steps"]
+
+logger = logging.getLogger(__name__)
+
+
+def epoch_order(seed: int, n: int, epoch: int) -> list[int]:
+    """The order in which epoch ``epoch`` visits ``n`` training items: a pure function of seed and epoch."""
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=gen).tolist()
+
+
+def batches(
+    dataset: Dataset,
+    start_step: int,
+    batch_size: int,
+    seed: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> Iterator[dict]:
+    """Batches from step ``start_step`` on, forever; the rest of an interrupted epoch comes first.
+
+    Each epoch calls ``dataset.set_epoch(epoch)`` when the dataset has it and drops its last incomplete batch.
+
+    Raises:
+        ValueError: Fewer items than one batch.
+    """
+    steps_per_epoch = len(dataset) // batch_size  # type: ignore[arg-type]
+    if steps_per_epoch < 1:
+        raise ValueError(f"{len(dataset)} training items is fewer than batch_size={batch_size}")  # type: ignore[arg-type]
+    epoch, done = divmod(start_step, steps_per_epoch)
+    while True:
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        order = epoch_order(seed, len(dataset), epoch)[done * batch_size : steps_per_epoch * batch_size]  # type: ignore[arg-type]
+        loader = DataLoader(
+            Subset(dataset, order),
+            batch_size=batch_size,
+            shuffle=False,
+            drop_last=True,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+        )
+        yield from loader
+        epoch, done = epoch + 1, 0
+
+
+def prepare_run_dir(run_dir: Path, config_yaml: str, resume: bool, load: Callable[[Path], None]) -> None:
+    """Resumes from ``run_dir/last.pt`` (calling ``load``) or refuses to overwrite it; writes ``config.yaml``.
+
+    Raises:
+        FileNotFoundError: ``resume`` without a ``last.pt``.
+        FileExistsError: A ``last.pt`` exists and ``resume`` is off.
+    """
+    last = run_dir / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume given but {last} does not exist")
+        load(last)
+    elif last.exists():
+        raise FileExistsError(f"{last} exists: pass --resume to continue, or choose another run_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(config_yaml)
+
+
+@dataclass
+class RunningMeans:
+    """Running sums of the training losses between validations (keys as the trainer reports them)."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+
+    def add(self, losses: dict[str, float]) -> None:
+        for k, v in losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """The config values the loop reads (both trainers' configs have them under these names)."""
+
+    max_steps: int
+    val_every: int
+    batch_size: int
+    progress: bool
+    max_wall_seconds: float | None
+
+
+class StepHost(Protocol):
+    """What :func:`run_steps` needs from a trainer."""
+
+    step: int
+
+    def train_step(self, batch: dict) -> dict[str, float]: ...
+
+    def _validate_and_save(self, running: RunningMeans) -> None: ...
+
+
+def run_steps(host: StepHost, source: Iterator[dict], settings: LoopSettings, t0: float) -> dict[str, float]:
+    """Steps ``host`` until ``max_steps`` or the wall-time limit (counted from ``t0``), validating on schedule.
+
+    Returns:
+        The last step's losses (empty when there was nothing left to do).
+    """
+    running, losses = RunningMeans(), {}
+    if host.step >= settings.max_steps:
+        logger.info("already at step %d >= max_steps %d: nothing to do", host.step, settings.max_steps)
+        return losses
+    bar = tqdm(
+        total=settings.max_steps, initial=host.step, disable=not settings.progress, unit="step", dynamic_ncols=True
+    )
+    rate = 0.0
+    try:
+        while host.step < settings.max_steps:
+            t = time.monotonic()
+            losses = host.train_step(next(source))
+            running.add(losses)
+            ips = settings.batch_size / max(time.monotonic() - t, 1e-9)
+            rate = ips if rate == 0 else 0.9 * rate + 0.1 * ips
+            bar.update(1)
+            bar.set_postfix({**{k: f"{v:.4f}" for k, v in losses.items()}, "img/s": f"{rate:.2f}"})
+            limit = settings.max_wall_seconds
+            out_of_time = limit is not None and time.monotonic() - t0 >= limit
+            if host.step % settings.val_every == 0 or host.step >= settings.max_steps or out_of_time:
+                host._validate_and_save(running)
+                running = RunningMeans()
+            if out_of_time:
+                logger.info("max_wall_seconds reached at step %d", host.step)
+                break
+    finally:
+        bar.close()
+    return losses
