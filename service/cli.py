@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("service.commands.worker", "a batching inference worker on a Redis queue"),
     "run": ("service.commands.run", "dehaze files and folders offline"),
     "train": ("training.train", "train DCMPNet (dual-task) or pre-train CORUN, as the config's variant says"),
+    "finetune": ("training.colabator.finetune", "fine-tune a DCMPNet or CORUN checkpoint on real photos (Colabator)"),
     "evaluate": ("training.evaluate", "PSNR/SSIM/FADE/depth metrics of a model or of the DCP baseline"),
     "release": ("training.release", "strip a training checkpoint down to shippable weights with provenance"),
     "compare": ("training.compare", "side-by-side pictures of several evaluated methods on the same photos"),
