@@ -5,6 +5,10 @@ for ``--resume`` (about three times the size of the networks). The shipped file 
 Φ and Ψ in our checkpoint format, plus a record of where the weights came from: the training step, wall time,
 formulation, data folder and splits, the validation scores at that step, and the training config. The result
 loads with ``model.checkpoint.load_checkpoint`` like any other checkpoint, and training cannot resume from it.
+
+A CORUN training checkpoint (``"family": "corun"``, :mod:`training.corun_train`) is released the same way: its
+network (the EMA weights when the run kept an average) in our CORUN format, loadable by
+``model.corun_checkpoint.load_corun_checkpoint`` and the service, with the same provenance.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from model.checkpoint import load_checkpoint, save_checkpoint
+from model.checkpoint import load_checkpoint, read_weights, save_checkpoint
+from model.corun_checkpoint import is_corun_checkpoint, load_corun_checkpoint, save_corun_checkpoint
 
 __all__ = ["add_arguments", "main", "release", "run"]
 
@@ -80,13 +85,29 @@ def release(checkpoint: str | Path, out: str | Path, meta: dict[str, Any] | None
         FileNotFoundError: No such checkpoint.
         ValueError: Not our checkpoint format.
     """
+    if is_corun_checkpoint(read_weights(Path(checkpoint), "cpu")):
+        return _release_corun(checkpoint, out, meta)
     ckpt = load_checkpoint(checkpoint)
-    extra = ckpt.raw.get("extra") or {}
-    metadata = {**ckpt.metadata, **{k: extra[k] for k in _PROVENANCE if k in extra}, **(meta or {})}
-    if "elapsed" in metadata:
-        metadata["train_wall_seconds"] = round(float(metadata.pop("elapsed")), 1)
+    metadata = _provenance(ckpt.metadata, ckpt.raw, meta)
     save_checkpoint(out, ckpt.phi, ckpt.psi, ckpt.variant, metadata, depth_convention=ckpt.depth_convention)
     logger.info("released %s -> %s (variant %s, step %s)", checkpoint, out, ckpt.variant.name, metadata.get("step"))
+    return metadata
+
+
+def _provenance(metadata: dict[str, Any], raw: dict[str, Any], meta: dict[str, Any] | None) -> dict[str, Any]:
+    """The checkpoint's metadata, the run's provenance from ``extra`` and the caller's ``meta``, in that priority."""
+    extra = raw.get("extra") or {}
+    out = {**metadata, **{k: extra[k] for k in _PROVENANCE if k in extra}, **(meta or {})}
+    if "elapsed" in out:
+        out["train_wall_seconds"] = round(float(out.pop("elapsed")), 1)
+    return out
+
+
+def _release_corun(checkpoint: str | Path, out: str | Path, meta: dict[str, Any] | None) -> dict[str, Any]:
+    loaded = load_corun_checkpoint(checkpoint)
+    metadata = _provenance(loaded.metadata, loaded.raw, meta)
+    save_corun_checkpoint(out, loaded.net, loaded.variant, metadata)
+    logger.info("released %s -> %s (variant %s, step %s)", checkpoint, out, loaded.variant, metadata.get("step"))
     return metadata
 
 
