@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -108,3 +109,22 @@ def test_held_out_photos_are_read_from_the_referenced_list(tmp_path: Path) -> No
     cfg = tiny_config(tmp_path, "corun_tiny", real={"exclude_names": ["photo1"]})
     ft = Finetuner(load_finetune_config(cfg))
     assert sorted(p.name for p in ft.photos) == ["photo0", "photo2"]
+
+
+def test_tone_guard_keeps_crushed_and_tinted_labels_out(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, "dcmpnet_tiny", pool={"max_crushed": 0.01, "max_color_shift": 0.02})
+    ft = Finetuner(load_finetune_config(cfg))
+    photo = ft.photos[0]
+    first = np.clip(photo.image * 0.8 + 0.1, 0.0, 1.0).astype(np.float32)
+    assert ft._offer(photo, first, "first")  # the first label of a photo is always kept
+
+    crushed = photo.image.copy()
+    crushed[: crushed.shape[0] // 2] = 0.0  # half the pixels near-black
+    tinted = np.clip(photo.image + np.array([0.1, 0.0, 0.0], dtype=np.float32), 0.0, 1.0)
+    assert not ft.natural_tones(photo, crushed) and not ft.natural_tones(photo, tinted)
+    better_on_all = {k: math.inf if up else -math.inf for k, up in ft.pool.higher_is_better.items()}
+    ft.score = lambda label: better_on_all  # every criterion would prefer the candidate
+    assert not ft._offer(photo, crushed, "crushing") and not ft._offer(photo, tinted, "tinting")
+    assert ft.pool.get(photo.name).source == "first"
+    assert ft.natural_tones(photo, photo.image) and ft._offer(photo, photo.image.copy(), "natural")
+    assert ft.pool.get(photo.name).source == "natural"

@@ -143,6 +143,10 @@ class PoolConfig(_Strict):
             the first step (cached on disk as ``dehaze train``'s distillation caches them).
         cache_dir: Where those teacher outputs are cached.
         workers: Processes computing missing teacher outputs.
+        max_crushed: A candidate whose share of near-black pixels (``training.metrics.tone_shift``) exceeds this
+            never replaces a stored label, however it scores (``None``: no limit). FADE rewards crushed shadows, so
+            without this guard a network that darkens wins the pool with its own darkened outputs.
+        max_color_shift: Likewise for the change of mean R−G or B−G against the photo (absolute value).
     """
 
     scorers: list[ScorerName] = Field(default_factory=lambda: ["fade", "niqe"], min_length=1)
@@ -150,6 +154,8 @@ class PoolConfig(_Strict):
     teachers: dict[str, str] = Field(default_factory=dict)
     cache_dir: str = ".data/teacher_cache"
     workers: int = Field(1, ge=1)
+    max_crushed: float | None = Field(None, ge=0.0, le=1.0)
+    max_color_shift: float | None = Field(None, ge=0.0)
 
     @field_validator("scorers")
     @classmethod

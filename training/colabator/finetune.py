@@ -54,6 +54,7 @@ from training.colabator.strong_augment import strong_augment
 from training.colabator.trust import trust_grid, trust_map
 from training.config import resolve_path
 from training.data import HazeMix, PairedFolder, SyntheticHaze
+from training.metrics import tone_shift
 from training.pseudo_depth import pseudo_depth
 from training.quality import NIQE_MIN_SIDE, FadeScorer, NiqeScorer, Scorer
 from training.train import cosine_factor, describe_hardware, parse_overrides, pick_device
@@ -235,8 +236,26 @@ class Finetuner:
         """Scores a candidate label of a photo and offers it to the pool; returns whether it was stored."""
         if label.shape != photo.image.shape:
             raise ValueError(f"{source}'s label of {photo.name} is {label.shape}, the photo {photo.image.shape}")
+        if photo.name in self.pool.entries and not self.natural_tones(photo, label):
+            self.pool.offers += 1
+            return False
         scores = self.score(label)
         return self.pool.offer(photo.name, scores, lambda: self._entry(photo, label, scores, source))
+
+    def natural_tones(self, photo: RealPhoto, label: np.ndarray) -> bool:
+        """Whether a label keeps the tone limits of ``pool`` (crushed shadows, colour shift against the photo).
+
+        Checked before scoring and only against a stored label: the first label of a photo is always kept, so
+        every photo has a target.
+        """
+        cfg = self.cfg.pool
+        if cfg.max_crushed is None and cfg.max_color_shift is None:
+            return True
+        tone = tone_shift(photo.image, label)
+        if cfg.max_crushed is not None and tone.crushed > cfg.max_crushed:
+            return False
+        shift = max(abs(tone.rg_shift), abs(tone.bg_shift))
+        return cfg.max_color_shift is None or shift <= cfg.max_color_shift
 
     def _entry(self, photo: RealPhoto, label: np.ndarray, scores: dict[str, float], source: str) -> PoolEntry:
         t = self.cfg.trust
