@@ -263,9 +263,7 @@ class TrainConfig(_Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v not in ("auto", "cpu") and not (v == "cuda" or (v.startswith("cuda:") and v[5:].isdigit())):
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {v!r}")
-        return v
+        return check_device(v)
 
     @field_validator("variant")
     @classmethod
@@ -295,10 +293,27 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
         FileNotFoundError: The file is missing.
         pydantic.ValidationError: A value is invalid or a key unknown.
     """
+    return TrainConfig.model_validate(read_yaml(path, overrides))
+
+
+def read_yaml(path: str | Path, overrides: dict | None = None) -> dict:
+    """A YAML config file's mapping with a nested dict of overrides merged over it (every config kind's loader).
+
+    Raises:
+        FileNotFoundError: The file is missing.
+        ValueError: Its top level is not a mapping.
+    """
     raw = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: top level must be a mapping")
-    return TrainConfig.model_validate(_merge(raw, overrides or {}))
+    return _merge(raw, overrides or {})
+
+
+def check_device(v: str) -> str:
+    """A config's ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; raises ValueError otherwise."""
+    if v not in ("auto", "cpu") and not (v == "cuda" or (v.startswith("cuda:") and v[5:].isdigit())):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {v!r}")
+    return v
 
 
 def _merge(base: dict, extra: dict) -> dict:

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from model.corun_losses import CorunLossWeights
-from training.config import _merge
+from training.config import check_device, read_yaml
 from training.corun_haze import HazeRecipe
 
 __all__ = [
@@ -211,27 +211,18 @@ class CorunTrainConfig(_Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v not in ("auto", "cpu") and not (v == "cuda" or (v.startswith("cuda:") and v[5:].isdigit())):
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {v!r}")
-        return v
+        return check_device(v)
 
     def to_yaml(self) -> str:
         """The config as YAML (what is written into the run folder)."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _raw(path: str | Path, overrides: dict | None) -> dict:
-    raw = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: top level must be a mapping")
-    return _merge(raw, overrides or {})
-
-
 def is_corun_config(path: str | Path, overrides: dict | None = None) -> bool:
     """Whether a training YAML (with ``--set`` overrides) names a CORUN variant."""
     from model.corun import CORUN_VARIANTS
 
-    return _raw(path, overrides).get("variant") in CORUN_VARIANTS
+    return read_yaml(path, overrides).get("variant") in CORUN_VARIANTS
 
 
 def load_corun_config(path: str | Path, overrides: dict | None = None) -> CorunTrainConfig:
@@ -241,4 +232,4 @@ def load_corun_config(path: str | Path, overrides: dict | None = None) -> CorunT
         FileNotFoundError: The file is missing.
         pydantic.ValidationError: A value is invalid or a key unknown.
     """
-    return CorunTrainConfig.model_validate(_raw(path, overrides))
+    return CorunTrainConfig.model_validate(read_yaml(path, overrides))

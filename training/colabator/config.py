@@ -18,7 +18,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from training.config import resolve_path
+from training.config import check_device, read_yaml, resolve_path
 from training.data import AIRLIGHT_RANGE, BETA_RANGE, DEFAULT_DEPTH_SCALE
 
 __all__ = [
@@ -295,9 +295,7 @@ class FinetuneConfig(_Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v not in ("auto", "cpu") and not (v == "cuda" or (v.startswith("cuda:") and v[5:].isdigit())):
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {v!r}")
-        return v
+        return check_device(v)
 
     @model_validator(mode="after")
     def _crop_fits(self) -> FinetuneConfig:
@@ -317,14 +315,4 @@ def load_finetune_config(path: str | Path, overrides: dict | None = None) -> Fin
         FileNotFoundError: The file is missing.
         pydantic.ValidationError: A value is invalid or a key unknown.
     """
-    raw = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: top level must be a mapping")
-    return FinetuneConfig.model_validate(_merge(raw, overrides or {}))
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+    return FinetuneConfig.model_validate(read_yaml(path, overrides))
