@@ -120,7 +120,7 @@ def test_jpeg_round_trip_loses_more_at_low_quality() -> None:
     errors = [np.abs(jpeg_reencode(img, q) - img).mean() for q in (30, 95)]
     assert errors[0] > errors[1] > 0
     out = jpeg_reencode(img, 50)
-    assert out.shape == img.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    assert out.shape == img.shape and out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
 
 
 def test_recipe_rejects_bad_ranges() -> None:
@@ -140,7 +140,7 @@ def test_dataset_items(reside: Path) -> None:
     ds = CorunHaze(records, crop=16, seed=0, length=5, recipe=HazeRecipe())
     item = ds[3]
     assert item["hazy"].shape == item["clear"].shape == (3, 16, 16) and item["name"].startswith("2_corun_b")
-    assert 0 <= float(item["hazy"].min()) and float(item["hazy"].max()) <= 1
+    assert float(item["hazy"].min()) >= 0 and float(item["hazy"].max()) <= 1
     again = ds[3]
     assert all(np.array_equal(item[k].numpy(), again[k].numpy()) for k in ("hazy", "clear"))
     ds.set_epoch(1)
