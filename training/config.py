@@ -195,7 +195,8 @@ class DistillConfig(_Strict):
     Attributes:
         teacher: Released LKD-Net weights run on the real pairs of ``data.root``.
         real_teachers: Name -> weights of the candidate teachers for real photos (the scorers choose per photo).
-        pairs_weight: Share of the mixture taken by ``data.root``'s real pairs.
+        pairs_weight: Share of the mixture taken by ``data.root``'s real pairs; 0 leaves them out, and then
+            ``data.root`` need only hold the validation scenes.
         gt_teacher_weight: Weight of the L1 term towards the teacher's output where ground truth exists.
         clear_sources: Clear images hazed on the fly.
         real: Real photos with teacher labels, or ``None``.
@@ -238,6 +239,10 @@ class TrainConfig(_Strict):
         threads: torch intra-op threads (0 leaves torch's default).
         max_steps: Training iterations (also the cosine schedule's length).
         max_wall_seconds: Stop (validate, save) after this much wall time in this process; ``None``: no limit.
+        fit_steps_to_wall: Re-fit ``max_steps`` (and so the cosine schedule) at the first validation so that the
+            run ends inside ``max_wall_seconds``, from the measured time per step (validation included). For a
+            machine of unknown speed lent for a fixed time (a GPU run); the fitted length is saved with the
+            checkpoints, and ``--resume`` keeps it.
         val_every: Validate and save every this many steps (and always at the end).
         progress: Show the tqdm progress bar.
         init_from: Start Φ and Ψ from this checkpoint's weights (a fresh schedule; ``--resume`` is different).
@@ -252,6 +257,7 @@ class TrainConfig(_Strict):
     threads: int = Field(0, ge=0)
     max_steps: int = Field(1000, ge=1)
     max_wall_seconds: float | None = Field(None, gt=0)
+    fit_steps_to_wall: bool = False
     val_every: int = Field(200, ge=1)
     progress: bool = True
     init_from: str | None = None
@@ -264,6 +270,12 @@ class TrainConfig(_Strict):
     @classmethod
     def _device(cls, v: str) -> str:
         return check_device(v)
+
+    @model_validator(mode="after")
+    def _fit_needs_wall(self) -> TrainConfig:
+        if self.fit_steps_to_wall and self.max_wall_seconds is None:
+            raise ValueError("fit_steps_to_wall needs max_wall_seconds")
+        return self
 
     @field_validator("variant")
     @classmethod

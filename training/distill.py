@@ -55,19 +55,22 @@ def build_distill_set(
     cache = LabelCache(cache_dir, teachers, workers=dc.workers)
     held_out = [*d.val_scenes, *d.test_scenes]
     common = {"crop": d.crop, "length": dc.length}
-    sources: list[Dataset] = [
-        TeacherPairs(
-            resolve_path(d.root),
-            cache,
-            PAIRS_TEACHER,
-            seed=cfg.seed + 10,
-            exclude=held_out,
-            teacher_weight=dc.gt_teacher_weight,
-            scale_range=dc.scale_range,
-            **common,
+    sources: list[Dataset] = []
+    weights: list[float] = []
+    if dc.pairs_weight > 0:  # 0: data.root only validates (it may hold no training scenes)
+        sources.append(
+            TeacherPairs(
+                resolve_path(d.root),
+                cache,
+                PAIRS_TEACHER,
+                seed=cfg.seed + 10,
+                exclude=held_out,
+                teacher_weight=dc.gt_teacher_weight,
+                scale_range=dc.scale_range,
+                **common,
+            )
         )
-    ]
-    weights = [dc.pairs_weight]
+        weights.append(dc.pairs_weight)
     prior = PriorDepth(estimate_depth, cache_dir / "prior_depth", estimator_tag)
     for i, src in enumerate(dc.clear_sources):
         records = clear_records(resolve_path(src.root), src.layout, src.exclude)

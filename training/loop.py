@@ -11,11 +11,15 @@ the same thing everywhere:
 * ``run_dir/last.pt`` existing without ``--resume`` is an error (a run is never silently overwritten).
 * Validation (and saving) happens every ``val_every`` steps, at ``max_steps`` and when ``max_wall_seconds`` runs
   out; the mean of every training loss since the previous validation goes into the log.
+* With ``fit_to_wall``, the first validation also re-fits ``max_steps`` to what the measured pace (steps and that
+  validation together) lets finish inside ``max_wall_seconds`` (:func:`fitted_max_steps`), and tells the trainer,
+  whose learning-rate schedule follows it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +30,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-__all__ = ["LoopSettings", "RunningMeans", "StepHost", "batches", "epoch_order", "prepare_run_dir", "run_steps"]
+__all__ = [
+    "LoopSettings",
+    "RunningMeans",
+    "StepHost",
+    "batches",
+    "epoch_order",
+    "fitted_max_steps",
+    "prepare_run_dir",
+    "run_steps",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +128,7 @@ class LoopSettings:
     batch_size: int
     progress: bool
     max_wall_seconds: float | None
+    fit_to_wall: bool = False
 
 
 class StepHost(Protocol):
@@ -127,22 +141,45 @@ class StepHost(Protocol):
     def _validate_and_save(self, running: RunningMeans) -> None: ...
 
 
-def run_steps(host: StepHost, source: Iterator[dict], settings: LoopSettings, t0: float) -> dict[str, float]:
+def fitted_max_steps(
+    step: int, steps_done: int, seconds_spent: float, seconds_left: float, margin: float = 0.04
+) -> int:
+    """The last step a run can reach in ``seconds_left`` at the pace of ``steps_done`` steps in ``seconds_spent``.
+
+    The pace includes the first steps' warm-up and a validation, so it errs on the slow side; ``margin`` keeps
+    a further share of the time back for the final validation and save. Never less than ``step``.
+    """
+    seconds_per_step = seconds_spent / max(steps_done, 1)
+    return step + max(0, math.floor(seconds_left * (1.0 - margin) / max(seconds_per_step, 1e-9)))
+
+
+def run_steps(
+    host: StepHost,
+    source: Iterator[dict],
+    settings: LoopSettings,
+    t0: float,
+    on_fit: Callable[[int], None] | None = None,
+) -> dict[str, float]:
     """Steps ``host`` until ``max_steps`` or the wall-time limit (counted from ``t0``), validating on schedule.
+
+    ``on_fit`` receives the re-fitted ``max_steps`` when ``settings.fit_to_wall`` is set (required then).
 
     Returns:
         The last step's losses (empty when there was nothing left to do).
     """
     running, losses = RunningMeans(), {}
-    if host.step >= settings.max_steps:
-        logger.info("already at step %d >= max_steps %d: nothing to do", host.step, settings.max_steps)
+    max_steps, limit = settings.max_steps, settings.max_wall_seconds
+    if host.step >= max_steps:
+        logger.info("already at step %d >= max_steps %d: nothing to do", host.step, max_steps)
         return losses
-    bar = tqdm(
-        total=settings.max_steps, initial=host.step, disable=not settings.progress, unit="step", dynamic_ncols=True
-    )
+    bar = tqdm(total=max_steps, initial=host.step, disable=not settings.progress, unit="step", dynamic_ncols=True)
     rate = 0.0
+    fit = settings.fit_to_wall and limit is not None
+    if fit and on_fit is None:
+        raise ValueError("fit_to_wall needs an on_fit callback")
+    loop_t0, loop_step0 = time.monotonic(), host.step
     try:
-        while host.step < settings.max_steps:
+        while host.step < max_steps:
             t = time.monotonic()
             losses = host.train_step(next(source))
             running.add(losses)
@@ -150,11 +187,17 @@ def run_steps(host: StepHost, source: Iterator[dict], settings: LoopSettings, t0
             rate = ips if rate == 0 else 0.9 * rate + 0.1 * ips
             bar.update(1)
             bar.set_postfix({**{k: f"{v:.4f}" for k, v in losses.items()}, "img/s": f"{rate:.2f}"})
-            limit = settings.max_wall_seconds
             out_of_time = limit is not None and time.monotonic() - t0 >= limit
-            if host.step % settings.val_every == 0 or host.step >= settings.max_steps or out_of_time:
+            if host.step % settings.val_every == 0 or host.step >= max_steps or out_of_time:
                 host._validate_and_save(running)
                 running = RunningMeans()
+                if fit and not out_of_time:
+                    now = time.monotonic()
+                    spent, left = now - loop_t0, limit - (now - t0)  # type: ignore[operator]
+                    max_steps = fitted_max_steps(host.step, host.step - loop_step0, spent, left)
+                    on_fit(max_steps)  # type: ignore[misc]
+                    bar.total = max_steps
+                    fit = False
             if out_of_time:
                 logger.info("max_wall_seconds reached at step %d", host.step)
                 break

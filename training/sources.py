@@ -32,8 +32,9 @@ from training.augment import colour_jitter, random_flip, random_rot90, random_sc
 from training.data import (
     DEFAULT_DEPTH_SCALE,
     IMAGE_EXTENSIONS,
-    PairRecord,
+    _by_stem,
     _Epoched,
+    list_images,
     load_depth,
     load_rgb,
     scan_pairs,
@@ -89,8 +90,7 @@ def clear_records(root: str | Path, layout: Layout, exclude: Sequence[str] = ())
         raise FileNotFoundError(f"not a folder: {root}")
     dropped = set(map(str, exclude))
     if layout == "reside":
-        by_scene: dict[str, PairRecord] = {r.scene: r for r in scan_pairs(root, exclude=dropped)}
-        records = [ClearRecord(s, r.clear, r.depth, layout) for s, r in sorted(by_scene.items())]
+        records = _reside_clear(root, dropped)
     elif layout == "nyu":
         records = [
             ClearRecord(f"{jpg.parent.name}/{jpg.stem}", jpg, jpg.with_suffix(".png"), layout)
@@ -104,6 +104,15 @@ def clear_records(root: str | Path, layout: Layout, exclude: Sequence[str] = ())
     if not records:
         raise ValueError(f"no {layout} clear images in {root}")
     return records
+
+
+def _reside_clear(root: Path, dropped: set[str]) -> list[ClearRecord]:
+    """The GT images of a RESIDE-layout folder with their depth maps where ``depth/`` has them (no hazy/ needed)."""
+    if not (root / "GT").is_dir():
+        raise FileNotFoundError(f"{root} is not a RESIDE-layout folder: missing {root / 'GT'}")
+    clear = _by_stem(list_images(root / "GT"), root / "GT")
+    depth = _by_stem(list_images(root / "depth"), root / "depth") if (root / "depth").is_dir() else {}
+    return [ClearRecord(s, p, depth.get(s), "reside") for s, p in sorted(clear.items()) if s not in dropped]
 
 
 def normalise_depth(depth: np.ndarray) -> np.ndarray:

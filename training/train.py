@@ -192,6 +192,8 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.device = pick_device(cfg.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick the fastest convolutions
         self.amp = amp_dtype(cfg.optim.amp, self.device)
         self.run_dir = resolve_path(cfg.run_dir)
         self.variant = get_variant(cfg.variant)
@@ -208,6 +210,8 @@ class Trainer:
         self.opt_phi = torch.optim.Adam(
             [*self.phi.parameters(), *self.perc_e.parameters()], o.lr_phi, betas=o.betas, weight_decay=o.weight_decay
         )
+        self.total_steps = cfg.max_steps  # the schedule's length; fit_steps_to_wall may re-fit it once
+        self.steps_fitted = False
         self.sched_psi = self._scheduler(self.opt_psi, o.lr_psi)
         self.sched_phi = self._scheduler(self.opt_phi, o.lr_phi)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
@@ -226,8 +230,15 @@ class Trainer:
     # ----- construction helpers -----
 
     def _scheduler(self, opt: torch.optim.Optimizer, lr0: float) -> torch.optim.lr_scheduler.LambdaLR:
-        total, lr_min = self.cfg.max_steps, self.cfg.optim.lr_min
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_factor(s, total, lr0, lr_min))
+        lr_min = self.cfg.optim.lr_min
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_factor(s, self.total_steps, lr0, lr_min))
+
+    def fit_max_steps(self, max_steps: int) -> None:
+        """Sets the run's length (and so the cosine schedule's) to ``max_steps``, once (``fit_steps_to_wall``)."""
+        logger.info("fit_steps_to_wall: max_steps %d -> %d at step %d", self.total_steps, max_steps, self.step)
+        self.total_steps, self.steps_fitted = max_steps, True
+        self.cfg = self.cfg.model_copy(update={"max_steps": max_steps})
+        (self.run_dir / "config.yaml").write_text(self.cfg.to_yaml())
 
     def _perceptual(self) -> ContrastivePerceptualLoss | None:
         path = self.cfg.loss.vgg_weights
@@ -308,6 +319,8 @@ class Trainer:
 
     def _prepare_run_dir(self, resume: bool) -> None:
         prepare_run_dir(self.run_dir, self.cfg.to_yaml(), resume, self._load)
+        if self.steps_fitted:  # a resumed fitted run: its config.yaml keeps the fitted length
+            (self.run_dir / "config.yaml").write_text(self.cfg.to_yaml())
 
     # ----- checkpoints -----
 
@@ -326,6 +339,8 @@ class Trainer:
             "perc_e": self.perc_e.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "init_tag": self._init_tag,
+            "max_steps": self.total_steps,
+            "steps_fitted": self.steps_fitted,
         }
 
     def _save(self, name: str, metrics: dict) -> None:
@@ -370,6 +385,8 @@ class Trainer:
         self.step = int(extra["step"])
         self.best_psnr = float(extra["best_psnr"])
         self.elapsed_before = float(extra["elapsed"])
+        if extra.get("steps_fitted"):  # a fitted run keeps its fitted length (and schedule) on resume
+            self.fit_max_steps(int(extra["max_steps"]))
         if "torch_rng" in extra:
             torch.set_rng_state(extra["torch_rng"])
         else:  # checkpoints written before the random state was saved
@@ -544,8 +561,15 @@ class Trainer:
         """
         self._t0 = time.monotonic()
         cfg = self.cfg
-        settings = LoopSettings(cfg.max_steps, cfg.val_every, cfg.data.batch_size, cfg.progress, cfg.max_wall_seconds)
-        return run_steps(self, self._batches(), settings, self._t0)
+        settings = LoopSettings(
+            self.total_steps,
+            cfg.val_every,
+            cfg.data.batch_size,
+            cfg.progress,
+            cfg.max_wall_seconds,
+            fit_to_wall=cfg.fit_steps_to_wall and not self.steps_fitted,
+        )
+        return run_steps(self, self._batches(), settings, self._t0, on_fit=self.fit_max_steps)
 
 
 @dataclass(frozen=True)

@@ -207,7 +207,7 @@ def plan_for(dry_run: bool) -> Plan:
         variants=(("dcmpnet", None), ("dcmpnet_small", REPO / "model" / "weights" / "dcmpnet_small.pt")),
         sizes=((1080, 1920), (460, 620)),
         batches=(1, 4, 8, 16),
-        dtypes=("fp32", "bf16", "fp16"),
+        dtypes=("bf16", "fp32", "fp16"),  # bf16 first: the paper-size target is on it, should time run short
         baseline_images=4,
         min_seconds=0.5,
         first_variant_share=0.6,

@@ -1,0 +1,52 @@
+"""``training/gpu_train.sh --dry-run``: the one-chance GPU training script runs every step on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from model.checkpoint import load_checkpoint
+from tests.training.conftest import SOTS
+from training.config import REPO_ROOT, load_config
+from training.gpu_pack import pack
+
+
+@pytest.mark.skipif(not SOTS.is_dir(), reason="shared dataset not found")
+def test_dry_run_trains_fitted_to_its_budget_and_releases(tmp_path: Path) -> None:
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(
+        ["bash", "training/gpu_train.sh", "--dry-run"], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    out = tmp_path / "out" / "train"
+    assert proc.returncode == 0, (proc.stderr, (out / "train.log").read_text())
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    config = load_config(out / "config.yaml")
+    assert config.fit_steps_to_wall and config.max_steps != 3000  # re-fitted from the provisional length
+    assert log[-1]["step"] == config.max_steps or "max_wall_seconds reached" in (out / "train.log").read_text()
+    for name in ("best", "last"):
+        ckpt = load_checkpoint(out / f"dcmpnet_small_gpu_{name}.pt")
+        assert ckpt.variant.name == "dcmpnet_tiny" and "opt_phi" not in (ckpt.raw.get("extra") or {})
+
+
+def test_pack_keeps_validation_exact_and_training_clear_only(tmp_path: Path) -> None:
+    if not SOTS.is_dir():
+        pytest.skip("shared dataset not found")
+    pack(SOTS, tmp_path / "pack", ["1430"], ["1430", "1431", "1432", "1433", "1434"], max_train_scenes=2)
+    train = tmp_path / "pack" / "sots-train-clear"
+    assert sorted(p.name for p in (train / "GT").iterdir()) == ["1400.jpg", "1401.jpg"]
+    assert not (train / "hazy").exists()
+    assert (train / "depth" / "1400.png").read_bytes() == (SOTS / "depth" / "1400.png").read_bytes()
+    val = tmp_path / "pack" / "sots-val"
+    assert sorted(p.name for p in (val / "hazy").iterdir()) == [f"1430_{k}.webp" for k in (1, 3, 5, 7, 9)]
+    assert (val / "GT" / "1430.webp").read_bytes() == (SOTS / "GT" / "1430.webp").read_bytes()
+
+
+def test_gpu_config_validates() -> None:
+    cfg = load_config(REPO_ROOT / "training" / "configs" / "gpu_small.yaml")
+    assert cfg.fit_steps_to_wall and cfg.device == "cuda" and cfg.distill is not None
+    assert cfg.distill.pairs_weight == 0 and cfg.init_from == "model/weights/dcmpnet_small.pt"
