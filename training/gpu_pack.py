@@ -11,6 +11,9 @@ of wheels and redis-server), and the repo itself takes about 22 MiB. So the pack
 * ``sots-val/``: the validation scenes, GT, hazy and depth, copied bit for bit (checkpoint selection must see
   exactly the images that ``dehaze evaluate`` sees).
 
+* ``sots-fixture/``: scenes 1400-1402 (GT, hazy level 5, depth), centre-cropped to 96×96 as the tests' fixture
+  crops them, so that the CUDA tests (``pytest -m gpu``, ``DEHAZE_TEST_SOTS``) run where ``../shared`` is absent.
+
 The test scenes are not packed: the released weights come back and are evaluated on this machine.
 """
 
@@ -32,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 JPEG_QUALITY = 95
 DEFAULT_HELD_OUT = ("1430", "1431", "1432", "1433", "1434")
+FIXTURE_SCENES = ("1400", "1401", "1402")
+FIXTURE_SIDE = 96
 
 
 def pack(
@@ -74,6 +79,7 @@ def pack(
         for path in list_images(source / sub):
             if scene_of(path.stem) in val_scenes:
                 shutil.copy2(path, val_dir / sub / path.name)
+    _pack_fixture(source, dest / "sots-fixture")
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     logger.info(
         "packed %d training scenes and validation scenes %s into %s: %.1f MiB",
@@ -83,6 +89,17 @@ def pack(
         size / 2**20,
     )
     return size
+
+
+def _pack_fixture(source: Path, dest: Path, side: int = FIXTURE_SIDE) -> None:
+    """The tests' three SOTS scenes, centre crops of ``side`` pixels, losslessly in the original names."""
+    for scene in FIXTURE_SCENES:
+        for sub, name in (("GT", f"{scene}.webp"), ("hazy", f"{scene}_5.webp"), ("depth", f"{scene}.png")):
+            (dest / sub).mkdir(parents=True, exist_ok=True)
+            with Image.open(source / sub / name) as im:
+                left, top = (im.width - side) // 2, (im.height - side) // 2
+                crop = im.crop((left, top, left + side, top + side))
+                crop.save(dest / sub / name, **({"lossless": True} if name.endswith(".webp") else {}))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

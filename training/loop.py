@@ -12,8 +12,8 @@ the same thing everywhere:
 * Validation (and saving) happens every ``val_every`` steps, at ``max_steps`` and when ``max_wall_seconds`` runs
   out; the mean of every training loss since the previous validation goes into the log.
 * With ``fit_to_wall``, the first validation also re-fits ``max_steps`` to what the measured pace (steps and that
-  validation together) lets finish inside ``max_wall_seconds`` (:func:`fitted_max_steps`), and tells the trainer,
-  whose learning-rate schedule follows it.
+  validation together, less the first steps' warm-up) lets finish inside ``max_wall_seconds``
+  (:func:`fitted_max_steps`), and tells the trainer, whose learning-rate schedule follows it.
 """
 
 from __future__ import annotations
@@ -146,11 +146,26 @@ def fitted_max_steps(
 ) -> int:
     """The last step a run can reach in ``seconds_left`` at the pace of ``steps_done`` steps in ``seconds_spent``.
 
-    The pace includes the first steps' warm-up and a validation, so it errs on the slow side; ``margin`` keeps
-    a further share of the time back for the final validation and save. Never less than ``step``.
+    The pace includes a validation (the first, with its own warm-up), so it errs on the slow side; ``margin``
+    keeps a further share of the time back for the final validation and save. Never less than ``step``.
     """
     seconds_per_step = seconds_spent / max(steps_done, 1)
     return step + max(0, math.floor(seconds_left * (1.0 - margin) / max(seconds_per_step, 1e-9)))
+
+
+class _Pace:
+    """Wall time per step since the first ``skip`` steps of this process (cuDNN autotuning, the loader's start)."""
+
+    def __init__(self, step: int, skip: int) -> None:
+        self.from_step, self.mark = step + skip, (time.monotonic(), step)
+
+    def tick(self, step: int) -> None:
+        if step == self.from_step:
+            self.mark = (time.monotonic(), step)
+
+    def fit(self, step: int, seconds_left: float) -> int:
+        t, s = self.mark
+        return fitted_max_steps(step, step - s, time.monotonic() - t, seconds_left)
 
 
 def run_steps(
@@ -177,12 +192,13 @@ def run_steps(
     fit = settings.fit_to_wall and limit is not None
     if fit and on_fit is None:
         raise ValueError("fit_to_wall needs an on_fit callback")
-    loop_t0, loop_step0 = time.monotonic(), host.step
+    pace = _Pace(host.step, skip=min(10, settings.val_every // 5))
     try:
         while host.step < max_steps:
             t = time.monotonic()
             losses = host.train_step(next(source))
             running.add(losses)
+            pace.tick(host.step)
             ips = settings.batch_size / max(time.monotonic() - t, 1e-9)
             rate = ips if rate == 0 else 0.9 * rate + 0.1 * ips
             bar.update(1)
@@ -192,9 +208,7 @@ def run_steps(
                 host._validate_and_save(running)
                 running = RunningMeans()
                 if fit and not out_of_time:
-                    now = time.monotonic()
-                    spent, left = now - loop_t0, limit - (now - t0)  # type: ignore[operator]
-                    max_steps = fitted_max_steps(host.step, host.step - loop_step0, spent, left)
+                    max_steps = pace.fit(host.step, limit - (time.monotonic() - t0))  # type: ignore[operator]
                     on_fit(max_steps)  # type: ignore[misc]
                     bar.total = max_steps
                     fit = False

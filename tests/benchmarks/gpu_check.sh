@@ -139,6 +139,8 @@ else
 fi
 
 # -- 2. CUDA tests ---------------------------------------------------------------------------------------------------
+# ../shared does not travel to a device machine: the training fixture reads its scenes from the data pack instead.
+[ -d .gpu_data/sots-fixture ] && export DEHAZE_TEST_SOTS=$PWD/.gpu_data/sots-fixture
 mapfile -t GPU_FILES < <(grep -rlE --include='*.py' 'mark\.gpu\b' tests | grep -v '^tests/benchmarks/' | sort)
 TESTS_CMD=("$PY" -m pytest -m gpu -q -p no:cacheprovider --junitxml="$WORK/pytest_gpu.xml" "${GPU_FILES[@]}")
 t0=$(date +%s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,9 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
-SOTS = (REPO / "../shared/datasets/sots-indoor-train").resolve()
+# DEHAZE_TEST_SOTS: another folder with scenes 1400-1402 (GT, hazy level 5, depth), e.g. the GPU run's data pack
+# (training/gpu_pack.py), where ../shared does not exist.
+SOTS = Path(os.environ.get("DEHAZE_TEST_SOTS") or REPO / "../shared/datasets/sots-indoor-train").resolve()
 
 
 def write_rgb(path: Path, rng: np.random.Generator, h: int = 24, w: int = 20) -> None:

@@ -51,9 +51,10 @@ def test_run_steps_refits_max_steps_once_and_ends_inside_the_wall(monkeypatch: p
     host, fitted = _Host(clock), []
     settings = LoopSettings(1000, 5, 1, False, 100.0, fit_to_wall=True)
     run_steps(host, iter(lambda: {}, None), settings, 0.0, on_fit=fitted.append)
-    # First validation at step 5, 10 s in: 2 s a step, 90 s left, 4 % margin -> 43 more steps.
-    assert fitted == [48]
-    assert host.step == 48 and host.validated[-1] == 48
+    # The pace skips the first step (warm-up: val_every // 5): steps 2-5 and the validation took 9 s, 2.25 s a step;
+    # 90 s are left, 4 % held back -> 38 more steps.
+    assert fitted == [43]
+    assert host.step == 43 and host.validated[-1] == 43
     assert clock.now <= 100.0  # it ended on its fitted length, not on the wall limit
 
 

@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from model.checkpoint import load_checkpoint
 from tests.training.conftest import SOTS
@@ -44,6 +46,14 @@ def test_pack_keeps_validation_exact_and_training_clear_only(tmp_path: Path) -> 
     val = tmp_path / "pack" / "sots-val"
     assert sorted(p.name for p in (val / "hazy").iterdir()) == [f"1430_{k}.webp" for k in (1, 3, 5, 7, 9)]
     assert (val / "GT" / "1430.webp").read_bytes() == (SOTS / "GT" / "1430.webp").read_bytes()
+    # The tests' fixture scenes, cropped as the fixture crops them (pixel-exact: lossless WebP, 16-bit PNG).
+    fixture = tmp_path / "pack" / "sots-fixture"
+    with Image.open(SOTS / "depth" / "1401.png") as full, Image.open(fixture / "depth" / "1401.png") as small:
+        left, top = (full.width - 96) // 2, (full.height - 96) // 2
+        assert np.array_equal(np.asarray(full.crop((left, top, left + 96, top + 96))), np.asarray(small))
+    with Image.open(SOTS / "hazy" / "1402_5.webp") as full, Image.open(fixture / "hazy" / "1402_5.webp") as small:
+        left, top = (full.width - 96) // 2, (full.height - 96) // 2
+        assert np.array_equal(np.asarray(full.crop((left, top, left + 96, top + 96))), np.asarray(small))
 
 
 def test_gpu_config_validates() -> None:
