@@ -15,9 +15,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from model.corun_losses import CorunLossWeights
 from training.config import check_device, read_yaml
 from training.corun_haze import HazeRecipe
+from training.corun_losses import CorunLossWeights
 
 __all__ = [
     "CorunDataConfig",
@@ -156,7 +156,7 @@ class CorunOptimConfig(_Strict):
 
 
 class CorunLossConfig(_Strict):
-    """Weights of the pre-training terms (:mod:`model.corun_losses`) and the VGG weights file.
+    """Weights of the pre-training terms (:mod:`training.corun_losses`) and the VGG weights file.
 
     Attributes:
         l1_weight: L1 of the final output to the clear image.
@@ -173,7 +173,7 @@ class CorunLossConfig(_Strict):
     vgg_weights: str | None = None
 
     def weights(self) -> CorunLossWeights:
-        """The weights as :func:`model.corun_losses.pretrain_losses` takes them."""
+        """The weights as :func:`training.corun_losses.pretrain_losses` takes them."""
         return CorunLossWeights(self.l1_weight, self.stage_l1_weight, self.asm_weight, self.perceptual_weight)
 
 

@@ -35,13 +35,13 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from model.corun import CORUN, create_corun
-from model.corun_losses import pretrain_losses
-from model.losses import ContrastivePerceptualLoss
 from training.config import resolve_path
 from training.corun_config import CorunTrainConfig, load_corun_config
 from training.corun_data import build_corun_mixture
+from training.corun_losses import pretrain_losses
 from training.data import PairedFolder
 from training.loop import LoopSettings, RunningMeans, batches, prepare_run_dir, run_steps
+from training.losses import ContrastivePerceptualLoss
 from training.metrics import mean_finite_psnr, psnr, ssim
 from training.train import amp_dtype, cosine_factor, describe_hardware, pick_device
 
@@ -60,7 +60,7 @@ def _perceptual(path: str | None, weight: float, device: torch.device) -> Contra
     if path is None or weight == 0:
         logger.info("perceptual (VGG19 contrastive) term OFF: no loss.vgg_weights file configured")
         return None
-    from model.vgg import VGG19Features
+    from training.vgg import VGG19Features
 
     extractor = VGG19Features.from_file(resolve_path(path)).to(device).eval()
     logger.info("perceptual (VGG19 contrastive) term ON, weights from %s", path)

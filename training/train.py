@@ -60,12 +60,12 @@ import yaml
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from model.losses import ContrastivePerceptualLoss, dehaze_loss, depth_loss, unet_feature_loss
-from model.perceptron import DifferencePerceptron, reverse_gradient
 from training.config import TrainConfig, load_config, resolve_path
 from training.data import HazeMix, PairedFolder, SyntheticHaze
 from training.loop import LoopSettings, RunningMeans, batches, epoch_order, prepare_run_dir, run_steps
+from training.losses import ContrastivePerceptualLoss, dehaze_loss, depth_loss, unet_feature_loss
 from training.metrics import depth_errors, mean_finite_psnr, psnr, ssim
+from training.perceptron import DifferencePerceptron, reverse_gradient
 
 __all__ = ["Trainer", "add_arguments", "main", "run"]
 
@@ -245,7 +245,7 @@ class Trainer:
         if path is None or self.cfg.loss.perceptual_weight == 0:
             logger.info("perceptual (VGG19 contrastive) term OFF: no loss.vgg_weights file configured")
             return None
-        from model.vgg import VGG19Features
+        from training.vgg import VGG19Features
 
         extractor = VGG19Features.from_file(resolve_path(path)).to(self.device).eval()
         logger.info("perceptual (VGG19 contrastive) term ON, weights from %s", path)

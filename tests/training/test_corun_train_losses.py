@@ -1,11 +1,11 @@
-"""CORUN's pre-training losses (model.corun_losses): each term measures what it claims and carries its weight."""
+"""CORUN's pre-training losses (training.corun_losses): each term measures what it claims and carries its weight."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from model.corun_losses import CorunLossWeights, asm_resynthesis, pretrain_losses, rehaze
+from training.corun_losses import CorunLossWeights, asm_resynthesis, pretrain_losses, rehaze
 
 
 def _pair(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -39,7 +39,7 @@ def test_terms_and_weights() -> None:
 
 
 def test_perceptual_term_is_the_contrastive_ratio() -> None:
-    from model.losses import ContrastivePerceptualLoss
+    from training.losses import ContrastivePerceptualLoss
 
     clear, trans, hazy = _pair()
     out = (clear + hazy) / 2

@@ -161,7 +161,7 @@ def test_wall_time_limit_and_perceptual_term(
     tmp_path: Path, sots_small: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A VGG weights file turns the Eq. 11 perceptual term on; max_wall_seconds stops (and saves) early."""
-    from model.vgg import VGG19Features
+    from training.vgg import VGG19Features
 
     vgg = tmp_path / "vgg.pt"
     torch.save(VGG19Features().state_dict(), vgg)  # random weights: only the wiring is under test

@@ -1,7 +1,7 @@
 """DCMPNet training losses (Zhang et al., CVPR 2024): Eq. 5, Eq. 9 and Eq. 11.
 
 All norms are mean absolute errors (the paper writes ||·||_1; the released code uses ``nn.L1Loss``, a mean), so
-the terms do not grow with the image size. Coefficient maps come from ``model.perceptron.DifferencePerceptron``
+the terms do not grow with the image size. Coefficient maps come from ``training.perceptron.DifferencePerceptron``
 and average 1 per sample; a 1-channel map is broadcast over the 3 image channels.
 
 Departures from the released code (DCMPNET.md §3, §7):

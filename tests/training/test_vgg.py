@@ -1,4 +1,4 @@
-"""Tests for the project-built VGG19 feature extractor (model/vgg.py)."""
+"""Tests for the project-built VGG19 feature extractor (training/vgg.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.vgg import VGG19Features
+from training.vgg import VGG19Features
 
 # Conv layers of torchvision's vgg19().features: index -> (out, in) channels.
 _TORCHVISION_CONVS = {

@@ -1,12 +1,12 @@
-"""Tests for the difference perceptron and gradient reversal (model/perceptron.py)."""
+"""Tests for the difference perceptron and gradient reversal (training/perceptron.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from model.losses import depth_loss
-from model.perceptron import DifferencePerceptron, GradientReversal, reverse_gradient
+from training.losses import depth_loss
+from training.perceptron import DifferencePerceptron, GradientReversal, reverse_gradient
 
 
 @pytest.mark.parametrize(("in_ch", "shape"), [(3, (2, 3, 16, 20)), (1, (1, 1, 7, 5))])

@@ -1,4 +1,4 @@
-"""Tests for the DCMPNet losses (model/losses.py)."""
+"""Tests for the DCMPNet losses (training/losses.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.losses import ContrastivePerceptualLoss, dehaze_loss, depth_loss, unet_feature_loss
-from model.vgg import VGG19Features
+from training.losses import ContrastivePerceptualLoss, dehaze_loss, depth_loss, unet_feature_loss
+from training.vgg import VGG19Features
 
 
 def _two_level(x: torch.Tensor) -> list[torch.Tensor]:

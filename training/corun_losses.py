@@ -6,7 +6,7 @@
   stage (``stage_l1`` defaults to 0); the intermediate-stage term is there for runs that want deep supervision.
 * **ASM re-synthesis**: re-haze the output with the network's own final transmission estimate and A = 1 (the
   released network's fixed airlight) and compare with the input P. The transmission is never supervised directly.
-* **Contrastive perceptual** (AECR-Net's ratio, :class:`model.losses.ContrastivePerceptualLoss`, VGG19 relu1_1 to
+* **Contrastive perceptual** (AECR-Net's ratio, :class:`training.losses.ContrastivePerceptualLoss`, VGG19 relu1_1 to
   relu5_1 with weights 1/32 ... 1): the clear image as positive, the hazy input as negative; only when VGG weights
   are available. Ours normalises with the ImageNet statistics inside the extractor (the released one feeds raw
   [0, 1] values, ``use_input_norm: false``).
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model.losses import ContrastivePerceptualLoss
+from training.losses import ContrastivePerceptualLoss
 
 __all__ = ["CorunLossWeights", "asm_resynthesis", "pretrain_losses", "rehaze"]
 
