@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from training.data import synthesize
+
 __all__ = [
     "Degradation",
     "HazeRecipe",
@@ -42,7 +44,6 @@ __all__ = [
     "degrade",
     "jpeg_reencode",
     "minmax_depth",
-    "transmission",
 ]
 
 NOISE_KINDS = ("colour", "grey", "correlated")
@@ -118,11 +119,6 @@ def minmax_depth(depth: np.ndarray) -> np.ndarray:
     return ((depth - lo) / (hi - lo)).astype(np.float32)
 
 
-def transmission(depth01: np.ndarray, beta: float) -> np.ndarray:
-    """t = exp(−2β·d) for a depth normalised to [0, 1] (see the module docstring)."""
-    return np.exp(-2.0 * beta * depth01).astype(np.float32)
-
-
 def _orthonormal(rng: np.random.Generator) -> np.ndarray:
     q, _ = np.linalg.qr(rng.random((3, 3)))
     return q
@@ -191,8 +187,8 @@ def degrade(
         drawn.noise_level = int(rng.integers(r.noise_levels[0], r.noise_levels[1] + 1))
         drawn.noise_kind = NOISE_KINDS[int(rng.choice(len(NOISE_KINDS), p=_NOISE_KIND_P))]
         img = add_gaussian_noise(img, drawn.noise_level, drawn.noise_kind, rng)
-    t = transmission(depth01, beta)
-    img = np.clip(img * t + airlight.astype(np.float32) * (1.0 - t), 0.0, 1.0)
+    # t = exp(−2β·d): the scattering model with a scattering coefficient of 2β (see the module docstring).
+    img = np.clip(synthesize(img, depth01, 2.0 * beta, airlight, depth_scale=1.0), 0.0, 1.0)
     if _maybe(rng, r.jpeg_p):
         drawn.jpeg_quality = int(rng.integers(r.jpeg_quality[0], r.jpeg_quality[1] + 1))
         img = jpeg_reencode(img, drawn.jpeg_quality)

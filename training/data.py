@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from model.physics import synthesize_haze
 from training.augment import augment_pair, center_crop
 
 __all__ = [
@@ -207,20 +208,25 @@ def _to_tensor(arr: np.ndarray) -> torch.Tensor:
 def synthesize(
     clear: np.ndarray, depth: np.ndarray, beta: float, airlight: float, depth_scale: float = DEFAULT_DEPTH_SCALE
 ) -> np.ndarray:
-    """Atmospheric scattering model ``I = J·t + A·(1 − t)``, ``t = exp(−β·s·d)``.
+    """Atmospheric scattering model ``I = J·t + A·(1 − t)``, ``t = exp(−β·s·d)``, on H×W×C arrays.
+
+    The one implementation is :func:`model.physics.synthesize_haze` (tensors); this adapts the data pipeline's
+    arrays to it.
 
     Args:
         clear: Clear image J, H×W×3 in [0, 1].
         depth: Relative depth d, H×W×1 in [0, 1].
         beta: Scattering coefficient β.
-        airlight: Grey airlight A.
+        airlight: Airlight A: grey (a number) or one value per channel (3 values).
         depth_scale: Scene depth of d = 1 in the units β refers to (see the module docstring).
 
     Returns:
         Hazy image, float32 H×W×3.
     """
-    t = np.exp(-beta * depth_scale * depth)
-    return (clear * t + airlight * (1.0 - t)).astype(np.float32)
+    j = torch.from_numpy(np.ascontiguousarray(clear.transpose(2, 0, 1), dtype=np.float32))[None]
+    d = torch.from_numpy(np.ascontiguousarray(depth.transpose(2, 0, 1), dtype=np.float32))[None] * depth_scale
+    a = torch.as_tensor(np.asarray(airlight, dtype=np.float32)).reshape(1, -1)
+    return synthesize_haze(j, d, beta, a)[0].permute(1, 2, 0).numpy().astype(np.float32)
 
 
 def fit_depth_scale(haze_params: str | Path) -> float:

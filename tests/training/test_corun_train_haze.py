@@ -17,7 +17,6 @@ from training.corun_haze import (
     degrade,
     jpeg_reencode,
     minmax_depth,
-    transmission,
 )
 from training.sources import clear_records
 
@@ -31,12 +30,10 @@ def _scene(h: int = 8, w: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     return clear, depth
 
 
-def test_minmax_depth_and_transmission() -> None:
+def test_minmax_depth() -> None:
     d = minmax_depth(np.array([[[2.0], [4.0], [6.0]]], dtype=np.float32))
     np.testing.assert_allclose(d[0, :, 0], [0.0, 0.5, 1.0])
     assert not minmax_depth(np.full((2, 2, 1), 3.0)).any()
-    t = transmission(np.array([0.0, 0.5, 1.0]), beta=1.5)
-    np.testing.assert_allclose(t, [1.0, np.exp(-1.5), np.exp(-3.0)], rtol=1e-6)  # t = exp(-2·β·d)
 
 
 def test_haze_alone_is_the_scattering_model() -> None:
