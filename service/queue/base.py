@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "Job",
@@ -22,8 +22,6 @@ __all__ = [
     "QueueUnavailableError",
     "ResultTimeoutError",
 ]
-
-OutputFormat = Literal["png", "jpeg", "webp"]
 
 
 class QueueError(Exception):

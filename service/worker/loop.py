@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -35,7 +34,7 @@ from service.worker.batching import collect_batch, group_by_shape
 from service.worker.plan import ImagePlan, Piece
 from service.worker.runner import ItemOutput, Runner
 
-__all__ = ["MetricsObserver", "NullObserver", "Worker", "WorkerObserver", "install_stop_signals", "run_worker"]
+__all__ = ["MetricsObserver", "NullObserver", "Worker", "WorkerObserver", "run_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -413,14 +412,6 @@ def _default_observer() -> WorkerObserver:
 def _warm_up_shapes(settings: Settings) -> list[tuple[int, int]]:
     small = settings.bucket_multiple
     return [(small, small), (settings.tile_size, settings.tile_size)]
-
-
-def install_stop_signals(stop: asyncio.Event) -> None:
-    """Set ``stop`` on SIGTERM and SIGINT (for ``dehaze worker``; call inside the running loop)."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
 
 
 async def run_worker(
