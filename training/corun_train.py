@@ -12,7 +12,7 @@ With ``optim.ema_decay`` set, an exponential moving average of the weights (the 
 is validated and saved as the checkpoint's network, as the released inference uses the EMA weights.
 
 The loop, the data order, the run folder and ``--resume`` are :mod:`training.loop`'s, shared with DCMPNet's
-:class:`training.train.Trainer`. Outputs in ``run_dir``: ``config.yaml``, ``log.jsonl`` (per validation: step,
+:class:`training.trainer.Trainer`. Outputs in ``run_dir``: ``config.yaml``, ``log.jsonl`` (per validation: step,
 psnr, ssim, mean training losses since the previous one, lr, elapsed seconds), ``last.pt`` and ``best.pt`` (by val
 PSNR) in our CORUN checkpoint format (:func:`model.corun_checkpoint.save_corun_checkpoint`; the service, ``dehaze
 evaluate`` and ``dehaze export`` load them as they are), with the trained weights (when they differ from the
@@ -22,7 +22,6 @@ continues from ``last.pt`` exactly: the same learning-rate curve, the same remai
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
@@ -40,10 +39,10 @@ from training.corun_config import CorunTrainConfig, load_corun_config
 from training.corun_data import build_corun_mixture
 from training.corun_losses import pretrain_losses
 from training.data import PairedFolder
-from training.loop import LoopSettings, RunningMeans, batches, prepare_run_dir, run_steps
+from training.devices import amp_dtype, autocast, describe_hardware, pick_device
+from training.loop import LoopSettings, RunningMeans, batches, cosine_factor, prepare_run_dir, run_steps
 from training.losses import ContrastivePerceptualLoss
 from training.metrics import mean_finite_psnr, psnr, ssim
-from training.train import amp_dtype, cosine_factor, describe_hardware, pick_device
 
 __all__ = ["CorunTrainer", "run_corun"]
 
@@ -201,11 +200,6 @@ class CorunTrainer:
 
     # ----- the loop -----
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp)
-
     @torch.no_grad()
     def _update_ema(self) -> None:
         if self.ema is None or self.cfg.optim.ema_decay is None:
@@ -225,7 +219,7 @@ class CorunTrainer:
         self.net.train()
         hazy = batch["hazy"].to(self.device, non_blocking=True)
         clear = batch["clear"].to(self.device, non_blocking=True)
-        with self._autocast():
+        with autocast(self.amp, self.device):
             images, transmissions = self.net.forward_stages(hazy)
         terms = pretrain_losses(
             [j.float() for j in images],
@@ -263,7 +257,7 @@ class CorunTrainer:
         try:
             for i in range(len(self.val_set)):  # type: ignore[arg-type]
                 item = self.val_set[i]
-                with self._autocast():
+                with autocast(self.amp, self.device):
                     out, _ = pipeline(item["hazy"][None].to(self.device))
                 ps.append(psnr(out.float(), item["clear"]))
                 ss.append(ssim(out.float(), item["clear"]))

@@ -1,6 +1,6 @@
 """The step loop every trainer shares: data order, run folder, running loss means and the validation cadence.
 
-A trainer (``training.train.Trainer`` for DCMPNet, ``training.corun_train.CorunTrainer`` for CORUN) owns its
+A trainer (``training.trainer.Trainer`` for DCMPNet, ``training.corun_train.CorunTrainer`` for CORUN) owns its
 networks, losses and checkpoint contents; what is the same for all of them lives here, so that ``--resume`` means
 the same thing everywhere:
 
@@ -35,6 +35,7 @@ __all__ = [
     "RunningMeans",
     "StepHost",
     "batches",
+    "cosine_factor",
     "epoch_order",
     "fitted_max_steps",
     "prepare_run_dir",
@@ -42,6 +43,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def cosine_factor(step: int, total: int, lr0: float, lr_min: float) -> float:
+    """Multiplier of ``lr0`` giving a cosine decay from ``lr0`` to ``lr_min`` over ``total`` steps."""
+    progress = min(step, total) / max(total, 1)
+    return (lr_min + (lr0 - lr_min) * 0.5 * (1.0 + math.cos(math.pi * progress))) / lr0
 
 
 def epoch_order(seed: int, n: int, epoch: int) -> list[int]:

@@ -62,7 +62,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, sots_small: Path) 
     import yaml
 
     from training.config import REPO_ROOT, load_config
-    from training.train import Trainer
+    from training.trainer import Trainer
 
     run_dir = tmp_path_factory.mktemp("tiny_run")
     raw = yaml.safe_load((REPO_ROOT / "training" / "configs" / "tiny_smoke.yaml").read_text())

@@ -15,7 +15,7 @@ from PIL import Image
 from training.config import REPO_ROOT, load_config
 from training.pseudo_depth import pseudo_depth
 from training.teachers.labels import LabelCache, choose_label
-from training.train import Trainer
+from training.trainer import Trainer
 
 from .conftest import write_rgb
 

@@ -10,8 +10,8 @@ import yaml
 from tests.training.test_train_smoke import _config_file
 from training import loop
 from training.config import load_config
-from training.loop import LoopSettings, RunningMeans, fitted_max_steps, run_steps
-from training.train import Trainer, cosine_factor
+from training.loop import LoopSettings, RunningMeans, cosine_factor, fitted_max_steps, run_steps
+from training.trainer import Trainer
 
 
 def test_fitted_max_steps_uses_the_measured_pace_and_keeps_a_margin() -> None:

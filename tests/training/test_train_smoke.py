@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from training.config import REPO_ROOT, load_config
-from training.train import Trainer, main, parse_overrides
+from training.train import main, parse_overrides
+from training.trainer import Trainer
 
 SMOKE = REPO_ROOT / "training" / "configs" / "tiny_smoke.yaml"
 

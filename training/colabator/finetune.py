@@ -54,10 +54,12 @@ from training.colabator.strong_augment import strong_augment
 from training.colabator.trust import trust_grid, trust_map
 from training.config import resolve_path
 from training.data import HazeMix, PairedFolder, SyntheticHaze
+from training.devices import describe_hardware, pick_device
+from training.loop import cosine_factor
 from training.metrics import tone_shift
 from training.pseudo_depth import pseudo_depth
 from training.quality import NIQE_MIN_SIDE, FadeScorer, NiqeScorer, Scorer
-from training.train import cosine_factor, describe_hardware, parse_overrides, pick_device
+from training.train import parse_overrides
 
 __all__ = ["Finetuner", "add_arguments", "build_scorers", "main", "run"]
 

@@ -1,0 +1,381 @@
+"""DCMPNet's trainer: set-up from a config, checkpoints, validation and the step loop (``dehaze train``).
+
+The iteration itself, in the paper's alternating or the released code's joint formulation, is
+:class:`training.dual_task.DualTaskStep`; the loop, data order and run folder are :mod:`training.loop`'s.
+
+Outputs in ``run_dir``: ``config.yaml``, ``log.jsonl`` (one line per validation: step, psnr, ssim, depth metrics,
+mean training losses since the previous validation, lr, elapsed seconds), ``last.pt`` and ``best.pt`` (by val
+PSNR) written atomically by ``model.checkpoint.save_checkpoint`` with optimiser, scheduler, scaler and perceptron
+states, step and config in ``extra``. ``--resume`` continues from ``last.pt`` exactly: the same learning-rate curve,
+the same remaining batches of the current epoch in the same order (the order of an epoch is a pure function of seed
+and epoch, and a sample of its index), and the saved torch random state.
+
+Departures from the released code (DCMPNET.md §3, §7): alternating optimisation by default; M_u is the dataset's
+true relative depth, not RA-Depth disparity; Eq. 5 uses Φ's own U-Net (theirs had zero gradient); the perceptron's
+map has mean 1 (theirs 1/(H·W)); the cosine schedule is per step, not per epoch; validation uses held-out training
+scenes, never the test split; the perceptual VGG term is on only when a weights file is configured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+
+from training.config import TrainConfig, resolve_path
+from training.data import HazeMix, PairedFolder, SyntheticHaze
+from training.devices import amp_dtype, autocast, describe_hardware, pick_device
+from training.dual_task import Batch, DualTaskStep
+from training.loop import LoopSettings, RunningMeans, batches, cosine_factor, epoch_order, prepare_run_dir, run_steps
+from training.losses import ContrastivePerceptualLoss
+from training.metrics import depth_errors, mean_finite_psnr, psnr, ssim
+from training.perceptron import DifferencePerceptron
+
+__all__ = ["Trainer"]
+
+logger = logging.getLogger(__name__)
+
+
+class Trainer:
+    """Builds the networks, data and optimisers from a config and runs the training loop.
+
+    Args:
+        cfg: The validated config.
+        resume: Continue from ``run_dir/last.pt``.
+    """
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
+        from model.dcmpnet import DCMPNet
+        from model.depthnet import DepthNet
+        from model.variants import get_variant
+
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.device = pick_device(cfg.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick the fastest convolutions
+        self.amp = amp_dtype(cfg.optim.amp, self.device)
+        self.run_dir = resolve_path(cfg.run_dir)
+        self.variant = get_variant(cfg.variant)
+        self.internal_depth = bool(getattr(self.variant.phi, "internal_depth", False))
+        self.phi = DCMPNet(self.variant.phi).to(self.device)
+        self.psi = DepthNet(self.variant.psi).to(self.device)
+        hidden = cfg.loss.perceptron_hidden
+        self.perc_d = DifferencePerceptron(3, hidden).to(self.device)  # Ψ's: on R = u* − u (Eq. 8)
+        self.perc_e = DifferencePerceptron(1, hidden).to(self.device)  # Φ's: on M_{u*} − M_u
+        o = cfg.optim
+        self.opt_psi = torch.optim.Adam(
+            [*self.psi.parameters(), *self.perc_d.parameters()], o.lr_psi, betas=o.betas, weight_decay=o.weight_decay
+        )
+        self.opt_phi = torch.optim.Adam(
+            [*self.phi.parameters(), *self.perc_e.parameters()], o.lr_phi, betas=o.betas, weight_decay=o.weight_decay
+        )
+        self.total_steps = cfg.max_steps  # the schedule's length; fit_steps_to_wall may re-fit it once
+        self.steps_fitted = False
+        self.sched_psi = self._scheduler(self.opt_psi, o.lr_psi)
+        self.sched_phi = self._scheduler(self.opt_phi, o.lr_phi)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        self.perceptual = self._perceptual()
+        self.dual_task = DualTaskStep(
+            self.phi,
+            self.psi,
+            self.perc_d,
+            self.perc_e,
+            self.opt_phi,
+            self.opt_psi,
+            self.scaler,
+            cfg.loss,
+            o.grad_clip,
+            self.amp,
+            self.device,
+            self.perceptual,
+            self.internal_depth,
+        )
+        self._init_tag = "random-init"  # names the Ψ that made the cached prior depths (see training.sources)
+        if resume:
+            self._init_tag = _saved_init_tag(self.run_dir / "last.pt", self._init_tag)
+        elif cfg.init_from is not None:
+            self._init_weights(resolve_path(cfg.init_from))
+        self.train_set, self.val_set = self._datasets()
+        self.step = 0
+        self.best_psnr = -math.inf
+        self.elapsed_before = 0.0
+        self._prepare_run_dir(resume)
+
+    # ----- construction helpers -----
+
+    def _scheduler(self, opt: torch.optim.Optimizer, lr0: float) -> torch.optim.lr_scheduler.LambdaLR:
+        lr_min = self.cfg.optim.lr_min
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_factor(s, self.total_steps, lr0, lr_min))
+
+    def fit_max_steps(self, max_steps: int) -> None:
+        """Sets the run's length (and so the cosine schedule's) to ``max_steps``, once (``fit_steps_to_wall``)."""
+        logger.info("fit_steps_to_wall: max_steps %d -> %d at step %d", self.total_steps, max_steps, self.step)
+        self.total_steps, self.steps_fitted = max_steps, True
+        self.cfg = self.cfg.model_copy(update={"max_steps": max_steps})
+        (self.run_dir / "config.yaml").write_text(self.cfg.to_yaml())
+
+    def _perceptual(self) -> ContrastivePerceptualLoss | None:
+        path = self.cfg.loss.vgg_weights
+        if path is None or self.cfg.loss.perceptual_weight == 0:
+            logger.info("perceptual (VGG19 contrastive) term OFF: no loss.vgg_weights file configured")
+            return None
+        from training.vgg import VGG19Features
+
+        extractor = VGG19Features.from_file(resolve_path(path)).to(self.device).eval()
+        logger.info("perceptual (VGG19 contrastive) term ON, weights from %s", path)
+        return ContrastivePerceptualLoss(extractor)
+
+    def _init_weights(self, path: Path) -> None:
+        from model.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        if ckpt.variant.name != self.variant.name:
+            raise ValueError(
+                f"init_from {path} holds variant {ckpt.variant.name!r}, config asks for {self.variant.name!r}"
+            )
+        self.phi.load_state_dict(ckpt.phi.state_dict())
+        self.psi.load_state_dict(ckpt.psi.state_dict())
+        self._init_tag = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+        logger.info("initialised Φ and Ψ from %s (%s)", path, self._init_tag)
+
+    def _estimate_depth(self, image: np.ndarray) -> np.ndarray:
+        """Ψ's relative depth of an H×W×3 image (for clear photos without depth), H×W×1."""
+        from model.pipeline import depth_to_unit
+
+        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(self.device)
+        self.psi.eval()
+        try:
+            with torch.inference_mode():
+                depth = depth_to_unit(self.psi(x), is_disparity=False)
+        finally:
+            self.psi.train()
+        return depth[0].permute(1, 2, 0).float().cpu().numpy()
+
+    def _datasets(self) -> tuple[Dataset, Dataset]:
+        d, seed = self.cfg.data, self.cfg.seed
+        root = resolve_path(d.root)
+        held_out = [*d.val_scenes, *d.test_scenes]
+        val = self._val_set(root)
+        if self.cfg.distill is not None:
+            from training.distill import build_distill_set
+
+            train_set = build_distill_set(self.cfg, self._estimate_depth, self._init_tag)
+            logger.info("data: distillation mixture of %d items/epoch, %d validation images", len(train_set), len(val))
+            return train_set, val
+        real = PairedFolder(root, crop=d.crop, seed=seed, exclude=held_out)
+        if not real.has_depth:
+            raise ValueError(f"training needs depth maps (the target M_u): {root / 'depth'} is missing")
+        train: Dataset = real
+        if d.synthetic_fraction > 0:
+            synth = SyntheticHaze(
+                root,
+                crop=d.crop,
+                seed=seed + 1,
+                length=len(real),
+                exclude=held_out,
+                beta_range=d.beta_range,
+                airlight_range=d.airlight_range,
+                depth_scale=d.depth_scale,
+            )
+            train = HazeMix(real, synth, d.synthetic_fraction, seed=seed + 2)
+        if len(train) < d.batch_size:
+            raise ValueError(f"{len(train)} training items is fewer than batch_size={d.batch_size}")
+        logger.info("data: %d training items (%s), %d validation images", len(train), root, len(val))
+        return train, val
+
+    def _val_set(self, root: Path) -> Dataset:
+        d = self.cfg.data
+        val: Dataset = PairedFolder(root, crop=d.val_crop, scenes=d.val_scenes, augment=False)
+        if d.val_max_images is not None and d.val_max_images < len(val):
+            idx = np.linspace(0, len(val) - 1, d.val_max_images).round().astype(int)
+            val = Subset(val, sorted(set(idx.tolist())))
+        return val
+
+    def _prepare_run_dir(self, resume: bool) -> None:
+        prepare_run_dir(self.run_dir, self.cfg.to_yaml(), resume, self._load)
+        if self.steps_fitted:  # a resumed fitted run: its config.yaml keeps the fitted length
+            (self.run_dir / "config.yaml").write_text(self.cfg.to_yaml())
+
+    # ----- checkpoints -----
+
+    def _extra(self) -> dict:
+        return {
+            "step": self.step,
+            "best_psnr": self.best_psnr,
+            "elapsed": self.elapsed_before + (time.monotonic() - self._t0),
+            "config": self.cfg.model_dump(mode="json"),
+            "opt_phi": self.opt_phi.state_dict(),
+            "opt_psi": self.opt_psi.state_dict(),
+            "sched_phi": self.sched_phi.state_dict(),
+            "sched_psi": self.sched_psi.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "perc_d": self.perc_d.state_dict(),
+            "perc_e": self.perc_e.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "init_tag": self._init_tag,
+            "max_steps": self.total_steps,
+            "steps_fitted": self.steps_fitted,
+        }
+
+    def _save(self, name: str, metrics: dict) -> None:
+        from model.checkpoint import save_checkpoint
+
+        metadata = {
+            "step": self.step,
+            "formulation": self.cfg.formulation,
+            "data": str(self.cfg.data.root),
+            "val_scenes": list(self.cfg.data.val_scenes),
+            "test_scenes": list(self.cfg.data.test_scenes),
+            "hardware": describe_hardware(self.device),
+            **{k: v for k, v in metrics.items() if isinstance(v, int | float | str)},
+        }
+        # Ψ is trained on true depth (0 = near), whatever the variant's default convention for foreign weights.
+        save_checkpoint(
+            self.run_dir / name,
+            self.phi,
+            self.psi,
+            self.variant,
+            metadata,
+            extra=self._extra(),
+            depth_convention="depth",
+        )
+
+    def _load(self, path: Path) -> None:
+        from model.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path, map_location=self.device)
+        extra = _extra_of(ckpt)
+        if ckpt.variant.name != self.variant.name:
+            raise ValueError(f"{path} holds variant {ckpt.variant.name!r}, config asks for {self.variant.name!r}")
+        self.phi.load_state_dict(ckpt.phi.state_dict())
+        self.psi.load_state_dict(ckpt.psi.state_dict())
+        self.perc_d.load_state_dict(extra["perc_d"])
+        self.perc_e.load_state_dict(extra["perc_e"])
+        self.opt_phi.load_state_dict(extra["opt_phi"])
+        self.opt_psi.load_state_dict(extra["opt_psi"])
+        self.sched_phi.load_state_dict(extra["sched_phi"])
+        self.sched_psi.load_state_dict(extra["sched_psi"])
+        self.scaler.load_state_dict(extra["scaler"])
+        self.step = int(extra["step"])
+        self.best_psnr = float(extra["best_psnr"])
+        self.elapsed_before = float(extra["elapsed"])
+        if extra.get("steps_fitted"):  # a fitted run keeps its fitted length (and schedule) on resume
+            self.fit_max_steps(int(extra["max_steps"]))
+        if "torch_rng" in extra:
+            torch.set_rng_state(extra["torch_rng"])
+        else:  # checkpoints written before the random state was saved
+            torch.manual_seed(self.cfg.seed + self.step)
+        logger.info("resumed from %s at step %d (best val PSNR %.3f)", path, self.step, self.best_psnr)
+
+    # ----- the loop -----
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        """The order in which epoch ``epoch`` visits the training items: a pure function of seed and epoch."""
+        return epoch_order(self.cfg.seed, len(self.train_set), epoch)  # type: ignore[arg-type]
+
+    def _batches(self) -> Iterator[dict]:
+        """Batches from the current step on; after a resume, the rest of the interrupted epoch comes first."""
+        d = self.cfg.data
+        pin = self.device.type == "cuda"
+        return batches(self.train_set, self.step, d.batch_size, self.cfg.seed, d.num_workers, pin)
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        """One iteration of the configured formulation on a batch; returns the loss values."""
+        losses = self.dual_task.run(self.cfg.formulation, Batch.of(batch, self.device))
+        self.sched_phi.step()
+        self.sched_psi.step()
+        self.step += 1
+        bad = [k for k, v in losses.items() if not math.isfinite(v)]
+        if bad:
+            raise FloatingPointError(f"non-finite loss at step {self.step}: {losses}")
+        return losses
+
+    @torch.inference_mode()
+    def validate(self) -> dict[str, float]:
+        """PSNR/SSIM of the clamped dehazed output and depth AbsRel/δ1 on the validation scenes (batch 1)."""
+        from model.pipeline import DehazePipeline
+
+        pipeline = DehazePipeline(self.phi, self.psi).to(self.device).eval()
+        ps, ss, rel, d1 = [], [], [], []
+        for i in range(len(self.val_set)):
+            item = self.val_set[i]
+            with autocast(self.amp, self.device):
+                out, dep = pipeline(item["hazy"][None].to(self.device))
+            ps.append(psnr(out.float().clamp(0, 1), item["clear"]))
+            ss.append(ssim(out.float().clamp(0, 1), item["clear"]))
+            with contextlib.suppress(ValueError):  # a constant predicted depth cannot be median-scaled
+                r, d = depth_errors(dep.float().clamp_min(0), item["depth"])
+                rel.append(r)
+                d1.append(d)
+        result = {"psnr": mean_finite_psnr(ps), "ssim": float(np.mean(ss))}
+        if rel:
+            result.update(depth_absrel=float(np.mean(rel)), depth_delta1=float(np.mean(d1)))
+        return result
+
+    def _validate_and_save(self, running: RunningMeans) -> None:
+        metrics = self.validate()
+        elapsed = self.elapsed_before + (time.monotonic() - self._t0)
+        record = {
+            "step": self.step,
+            **metrics,
+            "losses": running.means(),
+            "lr_phi": self.sched_phi.get_last_lr()[0],
+            "lr_psi": self.sched_psi.get_last_lr()[0],
+            "elapsed": round(elapsed, 3),
+        }
+        with (self.run_dir / "log.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        logger.info("step %d: val PSNR %.3f SSIM %.4f", self.step, metrics["psnr"], metrics["ssim"])
+        if metrics["psnr"] > self.best_psnr:
+            self.best_psnr = metrics["psnr"]
+            self._save("best.pt", metrics)
+        self._save("last.pt", metrics)
+
+    def train(self) -> dict[str, float]:
+        """Runs until ``max_steps`` or ``max_wall_seconds``; validates/saves every ``val_every`` and at the end.
+
+        Returns:
+            The last step's losses (empty when there was nothing left to do).
+        """
+        self._t0 = time.monotonic()
+        cfg = self.cfg
+        settings = LoopSettings(
+            self.total_steps,
+            cfg.val_every,
+            cfg.data.batch_size,
+            cfg.progress,
+            cfg.max_wall_seconds,
+            fit_to_wall=cfg.fit_steps_to_wall and not self.steps_fitted,
+        )
+        return run_steps(self, self._batches(), settings, self._t0, on_fit=self.fit_max_steps)
+
+
+def _saved_init_tag(path: Path, default: str) -> str:
+    """The ``init_tag`` a run saved in ``path`` (so a resumed run finds the same cached prior depths)."""
+    if not path.is_file():
+        return default
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    return str((raw.get("extra") or {}).get("init_tag", default))
+
+
+def _extra_of(ckpt: object) -> dict:
+    """The ``extra`` dict saved with a checkpoint (``LoadedCheckpoint.raw["extra"]`` or an ``extra`` attribute)."""
+    extra = getattr(ckpt, "extra", None)
+    if extra is None:
+        raw = getattr(ckpt, "raw", {}) or {}
+        extra = raw.get("extra")
+    if not isinstance(extra, dict) or "step" not in extra:
+        raise ValueError("checkpoint has no training state in 'extra'; it cannot be resumed")
+    return extra
