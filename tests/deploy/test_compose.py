@@ -1,7 +1,7 @@
 """compose.yaml (root), docker/compose.yaml and docker/compose.cpu.yaml: services, ports, volumes, health checks, GPU.
 
 The root compose.yaml only includes docker/compose.yaml, so that `docker compose up` typed in the repository root
-(the README's first deployment command) starts the stack; its tests resolve the include as Compose does.
+(the first command of docs/deployment.md) starts the stack; its tests resolve the include as Compose does.
 """
 
 from __future__ import annotations
@@ -220,11 +220,11 @@ def test_root_compose_reader_fails_on_a_broken_include(tmp_path: Path) -> None:
         load_with_includes(broken)
 
 
-def test_readme_first_deployment_command_is_docker_compose_up() -> None:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    deployment = readme.split("\n## Deployment", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"^```(?:sh|bash)?\n(.*?)^```", deployment, re.M | re.S)
-    assert block, "the Deployment section has a command block"
+def test_deployment_guide_first_command_is_docker_compose_up() -> None:
+    guide = (REPO / "docs" / "deployment.md").read_text(encoding="utf-8")
+    compose = guide.split("\n## Docker Compose", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"^```(?:sh|bash)?\n(.*?)^```", compose, re.M | re.S)
+    assert block, "the Docker Compose section of docs/deployment.md has a command block"
     first = next(line for line in block.group(1).splitlines() if line.strip() and not line.startswith("#"))
     assert first.split("#", 1)[0].split() == ["docker", "compose", "up"]
 
