@@ -125,7 +125,7 @@ class Settings(BaseSettings):
         """``max_compute_pixels``, or the default for the device when unset.
 
         The budget bounds the model time of one request. On the CPU eight 640² tiles (a 1920×1080 photo) take about
-        17 s with the small model (README, Benchmarks); the 49 tiles of a 4096² upload took 143 s, which held the
+        17 s with the small model (docs/benchmarks.md); the 49 tiles of a 4096² upload took 143 s, which held the
         worker (and every request queued behind it) for minutes. A GPU computes the whole ``max_pixels`` in seconds;
         its budget, twice that, only refuses shapes whose tiles are mostly padding (e.g. 1×16,000,000).
         """

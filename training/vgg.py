@@ -5,7 +5,7 @@ state dict keys are ``features.<index>.weight|bias`` exactly as in torchvision's
 
 Weights: ImageNet weights cannot be downloaded on the project's machines, and a randomly initialised VGG is not
 a perceptual metric. ``VGG19Features.from_file(path)`` loads a user-supplied file; training turns the perceptual
-term OFF when no file is configured (the README says how to supply one).
+term OFF when no file is configured (docs/training.md says how to supply one).
 
 Input is an RGB image in [0, 1]; the ImageNet mean/std normalisation happens inside ``forward``. The outputs are
 relu1_1, relu2_1, relu3_1, relu4_1 and relu5_1 (at full, 1/2, 1/4, 1/8 and 1/16 resolution with 64, 128, 256,

@@ -27,9 +27,9 @@ UPLOAD_BODY: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class ErrorCause:
-    """One reason the API answers an error status: the OpenAPI description and the README's Errors table name it.
+    """One reason the API answers an error status: the OpenAPI description and the Errors table of docs/api.md name it.
 
-    ``term`` is the setting or phrase that names the cause; it appears in ``text`` and must appear in the README's
+    ``term`` is the setting or phrase that names the cause; it appears in ``text`` and must appear in docs/api.md's
     row for ``status`` (``tests/test_readme.py``), so a cause added here and not documented fails the tests.
     """
 
@@ -59,7 +59,7 @@ ERROR_CAUSES: tuple[ErrorCause, ...] = (
         500, "internal error, or a job that failed more than DEHAZE_DELIVERY_LIMIT times", "DEHAZE_DELIVERY_LIMIT"
     ),
 )
-"""Every cause of every error status the upload endpoints answer (one table for OpenAPI and the README)."""
+"""Every cause of every error status the upload endpoints answer (one table for OpenAPI and docs/api.md)."""
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {
