@@ -37,7 +37,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 from PIL import Image, ImageOps
 
-from service import imaging
+from service import codec
 from service.metrics import observe_density
 
 __all__ = ["MAX_FADE_PIXELS", "DensityScorer", "fade_of_array", "fade_of_bytes", "fade_size", "shrink_for_fade"]
@@ -117,11 +117,11 @@ def fade_of_bytes(data: bytes, max_pixels: int = MAX_FADE_PIXELS) -> float:
 def _to_rgb8(image: Image.Image) -> Image.Image:
     """8-bit RGB for FADE, with the worker's scaling of 16/32-bit integer and float images.
 
-    Pillow's own conversion clips such images to plain white or black, whose FADE is undefined; ``imaging.to_rgb01``
+    Pillow's own conversion clips such images to plain white or black, whose FADE is undefined; ``codec.to_rgb01``
     scales them as the worker does (and refuses NaN with a ValueError, which /density answers with 422).
     """
     if image.mode == "F" or image.mode.startswith("I"):
-        rgb01 = imaging.to_rgb01(image)
+        rgb01 = codec.to_rgb01(image)
         return Image.fromarray(np.clip(rgb01 * 255.0 + 0.5, 0, 255).astype(np.uint8))
     return image.convert("RGB")
 

@@ -1,7 +1,9 @@
 """The errors an upload can cause, each carrying the HTTP status the API answers with (one table, here).
 
-``service.imaging`` re-exports them; the API's routes and the worker read ``error.status`` instead of keeping their
-own error -> status tables.
+``service.codec`` and ``service.headers`` raise them while reading an upload, ``service.worker.tiling`` while pricing
+its model work; the API (``service.api.jobs``) and the worker (``service.worker.loop``) read ``error.status`` instead
+of keeping their own error -> status tables. They live apart from the codec because ``service.headers``, which the
+codec calls, raises them too.
 """
 
 from __future__ import annotations

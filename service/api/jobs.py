@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import Request
 
-from service import imaging
+from service import codec
 from service.api.errors import ApiError, ClientDisconnectedError
 from service.config import Settings
 from service.errors import ImageError
@@ -29,6 +29,7 @@ from service.queue.base import (
     QueueUnavailableError,
     ResultTimeoutError,
 )
+from service.worker.tiling import check_compute
 
 __all__ = ["check_image", "run_job"]
 
@@ -54,9 +55,9 @@ async def check_image(data: bytes, settings: Settings, compute_budget: int | Non
 
 
 def _check(data: bytes, settings: Settings, compute_budget: int | None) -> tuple[int, int]:
-    width, height = imaging.probe_image(data, settings.max_pixels)
+    width, height = codec.probe_image(data, settings.max_pixels)
     if compute_budget is not None:
-        imaging.check_compute(
+        check_compute(
             height, width, settings.tile_size, settings.tile_overlap, settings.bucket_multiple, compute_budget
         )
     return width, height

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Literal
 
 from service.api.errors import ApiError
+from service.codec import MEDIA_TYPES
 
-__all__ = ["FORMATS", "MEDIA_TYPES", "choose_format", "wants_json"]
+__all__ = ["FORMATS", "choose_format", "wants_json"]
 
 ImageFormat = Literal["png", "jpeg", "webp"]
-MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 FORMATS: dict[str, ImageFormat] = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
-_BY_MEDIA_TYPE: dict[str, ImageFormat] = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+_BY_MEDIA_TYPE: dict[str, ImageFormat] = {media: FORMATS[fmt] for fmt, media in MEDIA_TYPES.items()}
 
 
 def _accepted(accept: str) -> list[str]:

@@ -195,11 +195,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _process(item: Planned, runner: Runner, settings: Settings, args: argparse.Namespace) -> dict[str, object]:
     """Dehaze one file and write its outputs; returns its CSV row."""
-    from service import imaging
+    from service import codec
     from service.density import fade_of_array
     from service.worker.runner import infer_image
 
-    rgb = imaging.decode_image(item.source.read_bytes(), settings.max_pixels)
+    rgb = codec.decode_image(item.source.read_bytes(), settings.max_pixels)
     dehazed, depth = infer_image(
         runner,
         rgb,
@@ -208,9 +208,9 @@ def _process(item: Planned, runner: Runner, settings: Settings, args: argparse.N
         bucket_multiple=settings.bucket_multiple,
         max_batch_size=settings.batch_size_on(runner.device.type),
     )
-    item.image.write_bytes(imaging.encode_image(dehazed, args.format, settings.default_quality))
+    item.image.write_bytes(codec.encode_image(dehazed, args.format, settings.default_quality))
     if item.depth is not None:
-        item.depth.write_bytes(imaging.encode_depth(depth, colormap=False))
+        item.depth.write_bytes(codec.encode_depth(depth, colormap=False))
     row: dict[str, object] = {
         "input": str(item.source),
         "output": str(item.image),

@@ -26,13 +26,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from service import imaging
+from service import codec
 from service.config import Settings
 from service.errors import status_of
 from service.queue.base import Job, JobQueue, JobResult, QueueUnavailableError
 from service.worker.batching import collect_batch, group_by_shape
 from service.worker.plan import ImagePlan, Piece
 from service.worker.runner import ItemOutput, Runner
+from service.worker.tiling import check_compute, count_tiles
 
 __all__ = ["MetricsObserver", "NullObserver", "Worker", "WorkerObserver", "run_worker"]
 
@@ -239,10 +240,7 @@ class Worker:
         """
         if job.width < 1 or job.height < 1:
             return 1
-        cfg = self.settings
-        return len(imaging.tile_starts(job.height, cfg.tile_size, cfg.tile_overlap)) * len(
-            imaging.tile_starts(job.width, cfg.tile_size, cfg.tile_overlap)
-        )
+        return count_tiles(job.height, job.width, self.settings.tile_size, self.settings.tile_overlap)
 
     # -- one batch ------------------------------------------------------------------------------
     async def process(self, jobs: list[Job]) -> None:
@@ -318,11 +316,9 @@ class Worker:
         for job in jobs:
             t0 = time.perf_counter()
             try:
-                width, height = imaging.probe_image(job.payload, cfg.max_pixels)
-                imaging.check_compute(
-                    height, width, cfg.tile_size, cfg.tile_overlap, cfg.bucket_multiple, self.compute_budget
-                )
-                image = imaging.decode_image(job.payload, cfg.max_pixels)
+                width, height = codec.probe_image(job.payload, cfg.max_pixels)
+                check_compute(height, width, cfg.tile_size, cfg.tile_overlap, cfg.bucket_multiple, self.compute_budget)
+                image = codec.decode_image(job.payload, cfg.max_pixels)
                 plan = ImagePlan(image, cfg.tile_size, cfg.tile_overlap, cfg.bucket_multiple)
             except Exception as error:
                 status = status_of(error)
@@ -371,16 +367,16 @@ class Worker:
         dehazed, depth = work.plan.outputs()
         fmt = str(options.get("format", "png")).lower()
         quality = int(options.get("quality", self.settings.default_quality))
-        image = imaging.encode_image(dehazed, fmt, quality) if options.get("want_image", True) else None
+        image = codec.encode_image(dehazed, fmt, quality) if options.get("want_image", True) else None
         depth_bytes = (
-            imaging.encode_depth(depth, bool(options.get("depth_colormap", False)))
+            codec.encode_depth(depth, bool(options.get("depth_colormap", False)))
             if options.get("want_depth", False)
             else None
         )
         return JobResult(
             job_id=job.id,
             image=image,
-            image_media_type=imaging.media_type(fmt) if image is not None else None,
+            image_media_type=codec.media_type(fmt) if image is not None else None,
             depth=depth_bytes,
             width=int(dehazed.shape[1]),
             height=int(dehazed.shape[0]),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.imaging import Stitcher, Tile, bucket_shape, pad_to, plan_tiles
+from service.worker.tiling import Stitcher, Tile, bucket_shape, pad_to, plan_tiles
 
 __all__ = ["ImagePlan", "Piece"]
 

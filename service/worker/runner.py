@@ -5,7 +5,8 @@ The runner accepts any callable with the pipeline's contract (``x`` N×3×H×W f
 Forwards run under ``torch.inference_mode``; on CUDA in bfloat16/float16 through autocast when configured.
 A CUDA out-of-memory error splits the batch in halves and retries; any other error is narrowed down by the
 same bisection, so only the item that really fails gets an error and its batch-mates get their outputs.
-The runner holds no per-request state: one instance serves every batch.
+The runner holds no per-request state: one instance serves every batch. ``to_tensor`` and ``from_tensor`` are the
+bridge between the worker's arrays (N×H×W×C) and the model's tensors (N×C×H×W).
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from service.imaging import from_tensor, to_tensor
 from service.worker.batching import group_by_shape
 from service.worker.plan import ImagePlan
 
-__all__ = ["Runner", "infer_image", "is_out_of_memory", "resolve_device"]
+__all__ = ["Runner", "from_tensor", "infer_image", "is_out_of_memory", "resolve_device", "to_tensor"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,21 @@ Model = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 ItemOutput = tuple[np.ndarray, np.ndarray] | Exception
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """H×W×C or N×H×W×C float array -> N×C×H×W float32 tensor (a copy, contiguous)."""
+    array = images[None] if images.ndim == 3 else images
+    if array.ndim != 4:
+        raise ValueError(f"expected H×W×C or N×H×W×C, got shape {images.shape}")
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2), dtype=np.float32))
+
+
+def from_tensor(tensor: torch.Tensor) -> np.ndarray:
+    """N×C×H×W tensor (any device or dtype) -> N×H×W×C float32 array."""
+    if tensor.ndim != 4:
+        raise ValueError(f"expected N×C×H×W, got shape {tuple(tensor.shape)}")
+    return tensor.detach().float().cpu().numpy().transpose(0, 2, 3, 1)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from service.imaging import from_tensor, to_tensor
+from service.worker.runner import from_tensor, to_tensor
 from tests.benchmarks.common import load_pipeline, sync
 
 __all__ = ["BaselineProcess", "eager_one_at_a_time"]

@@ -36,8 +36,8 @@ from typing import Any
 import torch
 
 from model.export import ensure_artifact
+from service.codec import decode_image
 from service.config import Settings
-from service.imaging import decode_image
 from service.worker.batching import group_by_shape
 from service.worker.plan import ImagePlan
 from service.worker.runner import Runner

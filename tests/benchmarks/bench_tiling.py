@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from service.config import Settings
-from service.imaging import plan_tiles
 from service.worker.plan import ImagePlan
 from service.worker.runner import Runner, infer_image
+from service.worker.tiling import plan_tiles
 from tests.benchmarks import common
 from training.metrics import mean_finite_psnr, psnr
 

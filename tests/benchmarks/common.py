@@ -35,7 +35,7 @@ from model.allocator import ENV_SWITCH, tune_for_inference
 from model.checkpoint import DEFAULT_WEIGHTS, load_pipeline_from_weights
 from model.export import export_pipeline
 from model.pipeline import DehazePipeline, build_pipeline
-from service.imaging import decode_image
+from service.codec import decode_image
 from service.worker.runner import resolve_device
 
 __all__ = [

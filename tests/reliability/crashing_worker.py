@@ -14,17 +14,17 @@ import sys
 
 import numpy as np
 
-from service import cli, imaging
+from service import cli, codec
 
 __all__ = ["POISON_MARKER", "main"]
 
 POISON_MARKER = b"poison: this upload kills the worker that decodes it"
 
-_decode_image = imaging.decode_image
+_decode_image = codec.decode_image
 
 
 def _decode_or_die(data: bytes, max_pixels: int) -> np.ndarray:
-    """``imaging.decode_image``, or an immediate SIGKILL of this process when ``data`` holds the marker."""
+    """``codec.decode_image``, or an immediate SIGKILL of this process when ``data`` holds the marker."""
     if POISON_MARKER in data:
         os.kill(os.getpid(), signal.SIGKILL)
     return _decode_image(data, max_pixels)
@@ -32,7 +32,7 @@ def _decode_or_die(data: bytes, max_pixels: int) -> np.ndarray:
 
 def main() -> int:
     """Patch the decoder, then run the command line with this process's arguments."""
-    imaging.decode_image = _decode_or_die  # type: ignore[assignment]
+    codec.decode_image = _decode_or_die  # type: ignore[assignment]
     return cli.main(sys.argv[1:])
 
 

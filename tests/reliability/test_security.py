@@ -36,13 +36,14 @@ BAD_AUTHORIZATION = {
     "no-scheme": KEYS[0],
     "basic-scheme": f"Basic {KEYS[0]}",
 }
-REQUEST_HANDLING: tuple[str, ...] = ("service/api", "service/queue", "service/imaging.py", "service/density.py")
+REQUEST_HANDLING: tuple[str, ...] = ("service/api", "service/queue", "service/codec.py", "service/density.py")
 REQUEST_HANDLING += ("service/headers.py", "service/errors.py", "service/server.py")
 REQUEST_HANDLING += (
     "service/main.py",
     "service/worker/loop.py",
     "service/worker/batching.py",
     "service/worker/plan.py",
+    "service/worker/tiling.py",
 )
 """Every module that sees request data. ``service/worker/runner.py`` opens the model file named by the settings."""
 FILE_CALLS = frozenset({"open", "read_bytes", "read_text", "write_bytes", "write_text", "mkdir", "unlink", "rename"})

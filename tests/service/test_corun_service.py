@@ -25,7 +25,7 @@ from model.checkpoint import load_pipeline_from_weights
 from model.corun import create_corun
 from model.corun_checkpoint import save_corun_checkpoint
 from model.export import ensure_artifact, file_sha256
-from service import imaging
+from service import codec
 from service.cli import main
 from service.worker.runner import infer_image
 from tests.service.live_server import image_bytes, live_server, model_settings, redis_worker
@@ -79,7 +79,7 @@ def test_json_names_corun_and_its_depth_is_the_transmission_depth(server: str, c
     assert depth_png.mode.startswith("I;16") and depth_png.size == (300, 170)
     depth = np.asarray(depth_png, dtype=np.float32) / 65535
 
-    rgb = imaging.decode_image(upload, 10**7)
+    rgb = codec.decode_image(upload, 10**7)
     with torch.inference_mode():
         want_image, want_depth = infer_image(load_pipeline_from_weights(weights), rgb, TILE, OVERLAP)
     assert np.abs(dehazed - want_image).max() <= 1.01 / 255  # one 8-bit step (traced vs eager rounding)

@@ -16,7 +16,7 @@ from service.config import Settings
 from service.queue.base import Job, JobQueue, JobResult
 from service.queue.memory import MemoryQueue
 from service.worker.loop import NullObserver, run_worker
-from service.worker.runner import Runner, infer_image
+from service.worker.runner import Runner, from_tensor, infer_image, to_tensor
 
 
 class TinyNet(torch.nn.Module):
@@ -209,6 +209,13 @@ def test_run_items_isolates_the_failing_item() -> None:
     items[3][..., 0] = 1.0
     outputs = runner.run_items(items)
     assert [isinstance(o, Exception) for o in outputs] == [False, False, False, True, False]
+
+
+def test_tensor_round_trip() -> None:
+    batch = np.random.default_rng(0).random((2, 5, 7, 3), dtype=np.float32)
+    tensor = to_tensor(batch)
+    assert tuple(tensor.shape) == (2, 3, 5, 7)
+    np.testing.assert_array_equal(from_tensor(tensor), batch)
 
 
 def test_out_of_memory_splits_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:

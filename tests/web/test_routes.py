@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service import imaging
+from service import codec
 from service.config import Settings
 from service.main import create_app
 from service.web.assets import static_assets
@@ -207,12 +207,12 @@ def test_pages_follow_the_root_path() -> None:
 
 
 def test_the_page_colours_depth_with_the_service_colour_map() -> None:
-    """app.js repeats service.imaging's colour map (the page colours the JSON depth itself); the two agree."""
+    """app.js repeats service.codec's colour map (the page colours the JSON depth itself); the two agree."""
     script = (STATIC / "app.js").read_text(encoding="utf-8")
     stops = re.search(r"const COLORMAP_STOPS = (\[.*?\]);", script, re.S)
     rgb = re.search(r"const COLORMAP_RGB = (\[.*?\]);", script, re.S)
     assert stops and rgb
-    np.testing.assert_allclose(json.loads(stops.group(1)), imaging._COLORMAP_STOPS, atol=1e-6)
+    np.testing.assert_allclose(json.loads(stops.group(1)), codec._COLORMAP_STOPS, atol=1e-6)
     np.testing.assert_allclose(
-        np.array(json.loads(re.sub(r",\s*\]", "]", rgb.group(1)))) / 255.0, imaging._COLORMAP_RGB, atol=1e-6
+        np.array(json.loads(re.sub(r",\s*\]", "]", rgb.group(1)))) / 255.0, codec._COLORMAP_RGB, atol=1e-6
     )

@@ -13,9 +13,10 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from service.api.deps import ComputeBudgetDep, DensityDep, QueueDep, SettingsDep, UploadDep, require_api_key
 from service.api.jobs import check_image, run_job
-from service.api.negotiation import MEDIA_TYPES, choose_format, wants_json
+from service.api.negotiation import choose_format, wants_json
 from service.api.openapi import IMAGE_RESPONSES, UPLOAD_BODY
 from service.api.schemas import DehazeResponse, ModelInfo
+from service.codec import MEDIA_TYPES
 
 __all__ = ["router"]
 

@@ -3,7 +3,7 @@
 // It talks only to the public API: POST {root}/dehaze?response=json with the file in the multipart field
 // "image" (and, when a key is entered, "Authorization: Bearer <key>"). The JSON answer carries the dehazed image
 // (PNG), the 16-bit depth PNG, the FADE scores, the model and the timings. Everything else happens here:
-// the depth map is coloured with the service's colour map (service/imaging.py; a test keeps the two tables
+// the depth map is coloured with the service's colour map (service/codec.py; a test keeps the two tables
 // equal), and the JPEG and WebP downloads are encoded from the PNG in the browser (quality 0.9, the service's
 // default), falling back to the API (?format=...) where the browser cannot encode that format.
 //

@@ -1,7 +1,8 @@
-"""Pure image functions of the service: decode with limits, colour modes, tiling and stitching, encode.
+"""The codec of the service: uploads in (probe, decode with limits), outputs out (8-bit rounding, encode, colour map).
 
-Images are numpy arrays H×W×3 float32 in [0, 1] (depth maps H×W); the model side (N×3×H×W tensors) is reached
-only through ``to_tensor``/``from_tensor``, which import torch on use so that the API process never loads it.
+Images are numpy arrays H×W×3 float32 in [0, 1] (depth maps H×W). Tiling lives with the worker's plan
+(``service.worker.tiling``) and the tensor bridge with the runner (``service.worker.runner``); the errors raised here
+carry their HTTP status (``service.errors``).
 
 Decisions:
     * Only PNG, JPEG (camera MPO files open as JPEG), WebP, TIFF, BMP and GIF are opened (Pillow is told to try
@@ -24,52 +25,34 @@ Decisions:
 from __future__ import annotations
 
 import io
-import math
 import warnings
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.errors import ImageError, MalformedImageError, TooLargeError, UnsupportedImageError
+from service.errors import MalformedImageError, TooLargeError, UnsupportedImageError
 from service.headers import read_header
-
-if TYPE_CHECKING:
-    import torch
 
 __all__ = [
     "ACCEPTED_FORMATS",
-    "ImageError",
-    "MalformedImageError",
-    "Stitcher",
-    "Tile",
-    "TooLargeError",
-    "UnsupportedImageError",
+    "MEDIA_TYPES",
     "apply_colormap",
-    "blend_weights",
-    "bucket_shape",
-    "check_compute",
-    "compute_pixels",
     "decode_image",
     "encode_depth",
     "encode_image",
-    "from_tensor",
     "media_type",
-    "pad_to",
-    "plan_tiles",
     "probe_image",
-    "tile_starts",
     "to_rgb01",
-    "to_tensor",
+    "to_uint8",
 ]
 
 ACCEPTED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF")  # JPEG includes camera MPO
+MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+"""The output formats and their media types (the API's negotiation reads them from here)."""
+
 _SIGNATURES: tuple[bytes, ...] = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
-_MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _ORIENTATION_TAG = 0x0112
-
 
 _CONVERTIBLE_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
 """Modes Pillow always converts to RGB: a conversion failure there means broken data (422), not a wrong mode."""
@@ -181,156 +164,24 @@ def to_rgb01(image: Image.Image) -> np.ndarray:
         raise UnsupportedImageError(f"unsupported colour mode {mode}") from error  # e.g. LAB without a profile
 
 
-# -- tensors -----------------------------------------------------------------------------------------------------
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """H×W×C or N×H×W×C float array -> N×C×H×W float32 tensor (a copy, contiguous)."""
-    import torch
-
-    array = images[None] if images.ndim == 3 else images
-    if array.ndim != 4:
-        raise ValueError(f"expected H×W×C or N×H×W×C, got shape {images.shape}")
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2), dtype=np.float32))
+# -- float to integer --------------------------------------------------------------------------------------------
+def _round_half_up(values01: np.ndarray, top: int) -> np.ndarray:
+    """``values01 * top`` rounded half up and clipped to [0, top], in float32 (the caller picks the integer type)."""
+    return np.clip(np.asarray(values01, dtype=np.float32) * float(top) + 0.5, 0, top)
 
 
-def from_tensor(tensor: torch.Tensor) -> np.ndarray:
-    """N×C×H×W tensor (any device or dtype) -> N×H×W×C float32 array."""
-    if tensor.ndim != 4:
-        raise ValueError(f"expected N×C×H×W, got shape {tuple(tensor.shape)}")
-    return tensor.detach().float().cpu().numpy().transpose(0, 2, 3, 1)
-
-
-# -- padding and tiling ------------------------------------------------------------------------------------------
-def bucket_shape(height: int, width: int, multiple: int) -> tuple[int, int]:
-    """The shape an item is padded to so that it shares a batch with its peers: each side up to ``multiple``."""
-    if multiple < 1:
-        raise ValueError(f"multiple must be >= 1, got {multiple}")
-    return math.ceil(height / multiple) * multiple, math.ceil(width / multiple) * multiple
-
-
-def pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Pad H×W×C (bottom and right) to ``height``×``width`` by mirroring; crop back with ``[:h, :w]``.
-
-    Mirroring (not zeros) keeps the padded border looking like the image, so the network's output near the real
-    border is not pulled towards a black frame.
-    """
-    pad_h, pad_w = height - image.shape[0], width - image.shape[1]
-    if pad_h < 0 or pad_w < 0:
-        raise ValueError(f"cannot pad {image.shape[:2]} to the smaller {(height, width)}")
-    if pad_h == 0 and pad_w == 0:
-        return image
-    return np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="symmetric")
-
-
-@dataclass(frozen=True)
-class Tile:
-    """A region of an image: rows ``y:y+h``, columns ``x:x+w``."""
-
-    y: int
-    x: int
-    h: int
-    w: int
-
-
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of size ``tile`` covering ``length`` with at least ``overlap`` shared pixels.
-
-    The stride is ``tile - overlap``; the last tile is moved back to end flush with the image (so its overlap with
-    its neighbour may be larger). A length up to ``tile`` gives the single start 0.
-    """
-    if tile < 1 or overlap < 0 or 2 * overlap >= tile:
-        raise ValueError(f"need tile >= 1 and 0 <= 2*overlap < tile, got tile={tile} overlap={overlap}")
-    if length <= tile:
-        return [0]
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
-    return starts
-
-
-def plan_tiles(height: int, width: int, tile_size: int, overlap: int) -> list[Tile]:
-    """The tiles covering an image; all have the same shape (``tile_size`` or the image's side when smaller)."""
-    tile_h, tile_w = min(tile_size, height), min(tile_size, width)
-    return [
-        Tile(y, x, tile_h, tile_w)
-        for y in tile_starts(height, tile_size, overlap)
-        for x in tile_starts(width, tile_size, overlap)
-    ]
-
-
-def compute_pixels(height: int, width: int, tile_size: int, overlap: int, multiple: int) -> int:
-    """Pixels the model computes for an image: its tiles, each padded to its bucket (see ``plan_tiles``).
-
-    About 1.1-1.3 × height × width for large photos; far more for very thin images, whose short side is padded up
-    to ``multiple`` in every one of their many tiles (a 1×1,000,000 image computes 32 × 1,000,000 pixels).
-    """
-    tiles = len(tile_starts(height, tile_size, overlap)) * len(tile_starts(width, tile_size, overlap))
-    padded_h, padded_w = bucket_shape(min(tile_size, height), min(tile_size, width), multiple)
-    return tiles * padded_h * padded_w
-
-
-def check_compute(height: int, width: int, tile_size: int, overlap: int, multiple: int, budget: int) -> int:
-    """The pixels the model computes for an image (``compute_pixels``), refused above ``budget``.
-
-    Raises:
-        TooLargeError: the image needs more model work than ``budget`` pixels (HTTP 413).
-    """
-    needed = compute_pixels(height, width, tile_size, overlap, multiple)
-    if needed > budget:
-        raise TooLargeError(
-            f"a {width}x{height} image needs {needed} pixels of model work (tiles padded to {multiple}); "
-            f"the limit per request is {budget}"
-        )
-    return needed
-
-
-def blend_weights(height: int, width: int, overlap: int) -> np.ndarray:
-    """Linear blending weights of one tile, H×W float32 in (0, 1].
-
-    Weights ramp up linearly over ``overlap`` pixels from each side and are 1 inside; they never reach 0, so the
-    normalised sum in ``Stitcher`` is exact at image borders (covered by one tile) too.
-    """
-
-    def ramp(n: int) -> np.ndarray:
-        distance = np.minimum(np.arange(n), np.arange(n)[::-1]).astype(np.float32)
-        return np.minimum(1.0, (distance + 1.0) / (overlap + 1.0)).astype(np.float32)
-
-    return np.outer(ramp(height), ramp(width))
-
-
-class Stitcher:
-    """Accumulates blended tile outputs of one image into a full-size result (one instance per image)."""
-
-    def __init__(self, height: int, width: int, channels: int, overlap: int) -> None:
-        self._sum = np.zeros((height, width, channels), dtype=np.float32)
-        self._weight = np.zeros((height, width, 1), dtype=np.float32)
-        self._overlap = overlap
-
-    def add(self, tile: Tile, output: np.ndarray) -> None:
-        """Blend one tile's output (h×w×C, already cropped to the tile) into the result."""
-        if output.shape[:2] != (tile.h, tile.w):
-            raise ValueError(f"tile output {output.shape[:2]} does not match the tile {(tile.h, tile.w)}")
-        weights = blend_weights(tile.h, tile.w, self._overlap)[:, :, None]
-        self._sum[tile.y : tile.y + tile.h, tile.x : tile.x + tile.w] += output * weights
-        self._weight[tile.y : tile.y + tile.h, tile.x : tile.x + tile.w] += weights
-
-    def result(self) -> np.ndarray:
-        """The stitched H×W×C image; raises ValueError if some pixel was covered by no tile."""
-        if not (self._weight > 0).all():
-            raise ValueError("some pixels were covered by no tile")
-        return self._sum / self._weight
+def to_uint8(values01: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (any shape) -> uint8, halves rounded up: the one float-to-8-bit rule of the service."""
+    return _round_half_up(values01, 255).astype(np.uint8)
 
 
 # -- encoding ----------------------------------------------------------------------------------------------------
 def media_type(fmt: str) -> str:
     """The media type of an output format (png, jpeg, webp)."""
     try:
-        return _MEDIA_TYPES[fmt.lower()]
+        return MEDIA_TYPES[fmt.lower()]
     except KeyError:
-        raise ValueError(f"unknown output format {fmt!r}; expected one of {sorted(_MEDIA_TYPES)}") from None
-
-
-def _to_uint8(values01: np.ndarray) -> np.ndarray:
-    return np.clip(np.asarray(values01, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        raise ValueError(f"unknown output format {fmt!r}; expected one of {sorted(MEDIA_TYPES)}") from None
 
 
 def encode_image(rgb01: np.ndarray, fmt: str = "png", quality: int = 90) -> bytes:
@@ -339,7 +190,7 @@ def encode_image(rgb01: np.ndarray, fmt: str = "png", quality: int = 90) -> byte
     media_type(fmt)
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be in 1..100, got {quality}")
-    image = Image.fromarray(_to_uint8(rgb01), mode="RGB")
+    image = Image.fromarray(to_uint8(rgb01), mode="RGB")
     buffer = io.BytesIO()
     if fmt == "png":
         image.save(buffer, format="PNG", compress_level=3)
@@ -351,6 +202,7 @@ def encode_image(rgb01: np.ndarray, fmt: str = "png", quality: int = 90) -> byte
 
 
 # A turbo-like colour map (dark blue -> cyan -> green -> yellow -> red), piecewise linear between these stops.
+# service/web/static/app.js repeats it (tests/web/test_routes.py keeps the two equal).
 _COLORMAP_STOPS = np.array([0.0, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.0], dtype=np.float32)
 _COLORMAP_RGB = (
     np.array(
@@ -386,8 +238,8 @@ def encode_depth(depth01: np.ndarray, colormap: bool = False) -> bytes:
         raise ValueError(f"expected an H×W depth map, got shape {depth.shape}")
     buffer = io.BytesIO()
     if colormap:
-        Image.fromarray(_to_uint8(apply_colormap(depth)), mode="RGB").save(buffer, format="PNG", compress_level=3)
+        Image.fromarray(to_uint8(apply_colormap(depth)), mode="RGB").save(buffer, format="PNG", compress_level=3)
     else:
-        grey16 = np.clip(depth * 65535.0 + 0.5, 0, 65535).astype(np.uint16)
+        grey16 = _round_half_up(depth, 65535).astype(np.uint16)
         Image.fromarray(grey16).save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()

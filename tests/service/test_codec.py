@@ -1,4 +1,4 @@
-"""Decoding limits and colour modes, EXIF orientation, tiling/stitching, encoding."""
+"""Decoding limits and colour modes, EXIF orientation, encoding."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ import io
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from PIL import Image
 
-from service import imaging
-from service.worker.plan import ImagePlan
+from service import codec
+from service.errors import MalformedImageError, TooLargeError, UnsupportedImageError
 
 
 def save(image: Image.Image, fmt: str, **params: object) -> bytes:
@@ -37,33 +35,33 @@ def gradient(width: int = 6, height: int = 4) -> np.ndarray:
 )  # fmt: skip
 def test_every_colour_mode_decodes_to_rgb01(mode: str, fmt: str) -> None:
     source = Image.fromarray((gradient(9, 7) * 255).astype(np.uint8)).convert(mode)
-    rgb = imaging.decode_image(save(source, fmt), max_pixels=1000)
+    rgb = codec.decode_image(save(source, fmt), max_pixels=1000)
     assert rgb.shape == (7, 9, 3) and rgb.dtype == np.float32
     assert rgb.min() >= 0.0 and rgb.max() <= 1.0
 
 
 def test_sixteen_bit_grey_uses_the_full_range() -> None:
     values = np.array([[0, 32768, 65535]], dtype=np.uint16)
-    rgb = imaging.decode_image(save(Image.fromarray(values), "PNG"), 100)
+    rgb = codec.decode_image(save(Image.fromarray(values), "PNG"), 100)
     np.testing.assert_allclose(rgb[0, :, 0], [0.0, 32768 / 65535, 1.0], atol=1e-6)
     np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])
 
 
 def test_float_tiff_values_are_kept_and_clipped() -> None:
     values = np.array([[0.25, 0.75, 1.5]], dtype=np.float32)
-    rgb = imaging.decode_image(save(Image.fromarray(values, mode="F"), "TIFF"), 100)
+    rgb = codec.decode_image(save(Image.fromarray(values, mode="F"), "TIFF"), 100)
     np.testing.assert_allclose(rgb[0, :, 1], [0.25, 0.75, 1.0], atol=1e-6)
 
 
 def test_float_tiff_with_nan_is_malformed() -> None:
     values = np.array([[0.25, np.nan]], dtype=np.float32)
-    with pytest.raises(imaging.MalformedImageError):
-        imaging.decode_image(save(Image.fromarray(values, mode="F"), "TIFF"), 100)
+    with pytest.raises(MalformedImageError):
+        codec.decode_image(save(Image.fromarray(values, mode="F"), "TIFF"), 100)
 
 
 def test_transparent_pixels_are_composited_on_white() -> None:
     rgba = np.array([[[0, 0, 0, 0], [0, 0, 0, 255], [255, 0, 0, 128]]], dtype=np.uint8)
-    rgb = imaging.decode_image(save(Image.fromarray(rgba, mode="RGBA"), "PNG"), 100)
+    rgb = codec.decode_image(save(Image.fromarray(rgba, mode="RGBA"), "PNG"), 100)
     np.testing.assert_allclose(rgb[0, 0], [1, 1, 1])
     np.testing.assert_allclose(rgb[0, 1], [0, 0, 0])
     np.testing.assert_allclose(rgb[0, 2], [1, 127 / 255, 127 / 255], atol=1e-6)
@@ -73,7 +71,7 @@ def test_palette_transparency_is_composited_too() -> None:
     image = Image.new("P", (2, 1))
     image.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
     image.putpixel((1, 0), 1)
-    rgb = imaging.decode_image(save(image, "PNG", transparency=0), 100)
+    rgb = codec.decode_image(save(image, "PNG", transparency=0), 100)
     np.testing.assert_allclose(rgb[0, 0], [1, 1, 1])
     np.testing.assert_allclose(rgb[0, 1], np.array([10, 20, 30]) / 255, atol=1e-6)
 
@@ -82,7 +80,7 @@ def test_multi_frame_files_give_the_first_frame() -> None:
     frames = [Image.new("RGB", (4, 3), c) for c in ((255, 0, 0), (0, 0, 255))]
     for fmt in ("GIF", "TIFF", "WEBP"):
         data = save(frames[0], fmt, save_all=True, append_images=frames[1:], lossless=True)
-        rgb = imaging.decode_image(data, 100)
+        rgb = codec.decode_image(data, 100)
         assert rgb[1, 1, 0] > 0.9 and rgb[1, 1, 2] < 0.1, fmt
 
 
@@ -93,8 +91,8 @@ def test_exif_orientation_is_applied() -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise for display
     data = save(image, "PNG", exif=exif)
-    assert imaging.probe_image(data, 100) == (2, 4)
-    rgb = imaging.decode_image(data, 100)
+    assert codec.probe_image(data, 100) == (2, 4)
+    rgb = codec.decode_image(data, 100)
     assert rgb.shape == (4, 2, 3)
     assert rgb[0, 1, 0] == 1.0  # the marker moved to the top-right corner
     assert rgb[:, :, 0].sum() == 1.0
@@ -102,110 +100,53 @@ def test_exif_orientation_is_applied() -> None:
 
 def test_pixel_limit_is_checked_from_the_header() -> None:
     data = save(Image.new("L", (100, 100)), "PNG")
-    assert imaging.probe_image(data, 10_000) == (100, 100)
-    with pytest.raises(imaging.TooLargeError):
-        imaging.probe_image(data, 9_999)
-    with pytest.raises(imaging.TooLargeError):
-        imaging.decode_image(data, 9_999)
+    assert codec.probe_image(data, 10_000) == (100, 100)
+    with pytest.raises(TooLargeError):
+        codec.probe_image(data, 9_999)
+    with pytest.raises(TooLargeError):
+        codec.decode_image(data, 9_999)
 
 
 def test_pillow_bomb_guard_stays_on_and_maps_to_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Image.MAX_IMAGE_PIXELS is not None
     data = save(Image.new("L", (64, 64)), "PNG")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 px: over Pillow's warning and error thresholds
-    with pytest.raises(imaging.TooLargeError):
-        imaging.decode_image(data, max_pixels=10**9)
+    with pytest.raises(TooLargeError):
+        codec.decode_image(data, max_pixels=10**9)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # between 1x and 2x: Pillow only warns; we still refuse
-    with pytest.raises(imaging.TooLargeError):
-        imaging.decode_image(data, max_pixels=10**9)
+    with pytest.raises(TooLargeError):
+        codec.decode_image(data, max_pixels=10**9)
 
 
 def test_unsupported_and_malformed_are_told_apart() -> None:
-    with pytest.raises(imaging.UnsupportedImageError):
-        imaging.probe_image(b"%PDF-1.7 not an image", 100)
-    with pytest.raises(imaging.UnsupportedImageError):  # a real image format we do not accept
-        imaging.probe_image(save(Image.new("RGB", (4, 4)), "PPM"), 100)
-    with pytest.raises(imaging.MalformedImageError):
-        imaging.probe_image(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, 100)
+    with pytest.raises(UnsupportedImageError):
+        codec.probe_image(b"%PDF-1.7 not an image", 100)
+    with pytest.raises(UnsupportedImageError):  # a real image format we do not accept
+        codec.probe_image(save(Image.new("RGB", (4, 4)), "PPM"), 100)
+    with pytest.raises(MalformedImageError):
+        codec.probe_image(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, 100)
     truncated = save(Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)), "PNG")
-    with pytest.raises(imaging.MalformedImageError):
-        imaging.decode_image(truncated[: len(truncated) // 2], 10_000)
-
-
-# -- tiling --------------------------------------------------------------------------------------------------------
-@settings(max_examples=40, deadline=None)
-@given(
-    height=st.integers(1, 150),
-    width=st.integers(1, 150),
-    tile=st.sampled_from([16, 32, 48]),
-    overlap_fraction=st.floats(0.0, 0.45),
-    multiple=st.sampled_from([1, 8, 16]),
-)
-def test_tiling_then_stitching_with_identity_returns_the_input(
-    height: int, width: int, tile: int, overlap_fraction: float, multiple: int
-) -> None:
-    overlap = int(tile * overlap_fraction)
-    image = np.random.default_rng(height * 1000 + width).random((height, width, 3), dtype=np.float32)
-    plan = ImagePlan(image, tile, overlap, multiple)
-    shapes = {p.shape for p in plan.pieces}
-    assert len(shapes) == 1
-    for piece in plan.pieces:
-        padded = piece.pixels(image)
-        assert padded.shape[:2] == piece.shape and piece.shape[0] % multiple == 0 and piece.shape[1] % multiple == 0
-        plan.add(piece, padded, padded[:, :, :1])
-    dehazed, depth = plan.outputs()
-    np.testing.assert_allclose(dehazed, image, atol=1e-5)
-    np.testing.assert_allclose(depth, image[:, :, 0], atol=1e-5)
-
-
-def test_tile_starts_cover_the_length_with_the_overlap() -> None:
-    assert imaging.tile_starts(100, 100, 10) == [0]
-    starts = imaging.tile_starts(1000, 512, 64)
-    assert starts == [0, 448, 488]
-    with pytest.raises(ValueError):
-        imaging.tile_starts(100, 32, 16)
-
-
-def test_blend_weights_ramp_linearly_and_stay_positive() -> None:
-    weights = imaging.blend_weights(8, 8, overlap=3)
-    np.testing.assert_allclose(weights[4, :4], [0.25, 0.5, 0.75, 1.0])
-    assert weights.min() > 0
-
-
-def test_a_seam_between_two_different_tiles_is_blended_linearly() -> None:
-    stitcher = imaging.Stitcher(1, 12, 1, overlap=3)
-    stitcher.add(imaging.Tile(0, 0, 1, 8), np.zeros((1, 8, 1), np.float32))
-    stitcher.add(imaging.Tile(0, 4, 1, 8), np.ones((1, 8, 1), np.float32))
-    row = stitcher.result()[0, :, 0]
-    assert row[0] == 0 and row[-1] == 1
-    assert np.all(np.diff(row) >= 0)  # a ramp, no jump back
-    assert 0 < row[5] < row[6] < 1
+    with pytest.raises(MalformedImageError):
+        codec.decode_image(truncated[: len(truncated) // 2], 10_000)
 
 
 # -- encoding ------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
 def test_encode_round_trip(fmt: str) -> None:
     image = gradient(16, 12)
-    data = imaging.encode_image(image, fmt, quality=95)
+    data = codec.encode_image(image, fmt, quality=95)
     assert Image.open(io.BytesIO(data)).format == fmt.upper()
-    decoded = imaging.decode_image(data, 1000)
+    decoded = codec.decode_image(data, 1000)
     assert np.abs(decoded - image).max() < (1 / 255 if fmt == "png" else 0.1)
-    assert imaging.media_type(fmt) == f"image/{fmt}"
+    assert codec.media_type(fmt) == f"image/{fmt}"
 
 
 def test_depth_png_is_16_bit_grey_or_colour_mapped() -> None:
     depth = np.linspace(0, 1, 20, dtype=np.float32).reshape(4, 5)
-    grey = Image.open(io.BytesIO(imaging.encode_depth(depth)))
+    grey = Image.open(io.BytesIO(codec.encode_depth(depth)))
     assert grey.mode.startswith("I") and grey.size == (5, 4)
     np.testing.assert_allclose(np.asarray(grey).astype(np.float64) / 65535, depth, atol=1e-5)
-    colour = Image.open(io.BytesIO(imaging.encode_depth(depth, colormap=True)))
+    colour = Image.open(io.BytesIO(codec.encode_depth(depth, colormap=True)))
     assert colour.mode == "RGB"
     rgb = np.asarray(colour).astype(int)
     assert rgb[0, 0, 2] > rgb[0, 0, 0] and rgb[-1, -1, 0] > rgb[-1, -1, 2]  # near blue, far red
-
-
-def test_tensor_round_trip() -> None:
-    batch = np.random.default_rng(0).random((2, 5, 7, 3), dtype=np.float32)
-    tensor = imaging.to_tensor(batch)
-    assert tuple(tensor.shape) == (2, 3, 5, 7)
-    np.testing.assert_array_equal(imaging.from_tensor(tensor), batch)
