@@ -20,6 +20,9 @@ Decisions:
     * 16-bit grey (``I;16*``) and 32-bit integer (``I``) images are divided by 65535 and clipped; float (``F``)
       images are taken as [0, 1] values and clipped (non-finite values are rejected). Multi-frame files (TIFF,
       GIF, WebP) give their first frame.
+    * Floats become 8 (or 16) bits by one rule, ``to_uint8``: ``floor(x * 255 + 0.5)`` in float32, halves rounded
+      up. The encoder, the FADE of 16-bit and float uploads and ``dehaze run``'s FADE all use it, so the score of a
+      float image does not depend on the path it took (``np.rint`` would round halves to even).
 """
 
 from __future__ import annotations

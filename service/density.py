@@ -118,11 +118,11 @@ def _to_rgb8(image: Image.Image) -> Image.Image:
     """8-bit RGB for FADE, with the worker's scaling of 16/32-bit integer and float images.
 
     Pillow's own conversion clips such images to plain white or black, whose FADE is undefined; ``codec.to_rgb01``
-    scales them as the worker does (and refuses NaN with a ValueError, which /density answers with 422).
+    scales them as the worker does (and refuses NaN with a ValueError, which /density answers with 422), and
+    ``codec.to_uint8`` rounds them as the encoder does.
     """
     if image.mode == "F" or image.mode.startswith("I"):
-        rgb01 = codec.to_rgb01(image)
-        return Image.fromarray(np.clip(rgb01 * 255.0 + 0.5, 0, 255).astype(np.uint8))
+        return Image.fromarray(codec.to_uint8(codec.to_rgb01(image)))
     return image.convert("RGB")
 
 

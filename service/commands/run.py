@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from service.commands._common import CommandError, load_settings
 from service.config import Settings
 
@@ -218,9 +216,8 @@ def _process(item: Planned, runner: Runner, settings: Settings, args: argparse.N
         "height": rgb.shape[0],
     }
     if args.fade_csv is not None:
-        for key, image in (("fade_in", rgb), ("fade_out", dehazed)):
-            as_uint8 = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
-            row[key] = fade_of_array(as_uint8, settings.density_max_pixels)  # shrunk to the FADE bound inside
+        for key, image in (("fade_in", rgb), ("fade_out", dehazed)):  # 8 bits as the service's encoder rounds them
+            row[key] = fade_of_array(codec.to_uint8(image), settings.density_max_pixels)  # shrunk to the bound inside
     return row
 
 

@@ -1,14 +1,20 @@
-"""Decoding limits and colour modes, EXIF orientation, encoding."""
+"""Decoding limits and colour modes, EXIF orientation, encoding, and the one float-to-8-bit rule."""
 
 from __future__ import annotations
 
+import csv
 import io
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from service import codec
+from service import cli, codec
+from service.config import Settings
+from service.density import fade_of_bytes
 from service.errors import MalformedImageError, TooLargeError, UnsupportedImageError
 
 
@@ -150,3 +156,69 @@ def test_depth_png_is_16_bit_grey_or_colour_mapped() -> None:
     assert colour.mode == "RGB"
     rgb = np.asarray(colour).astype(int)
     assert rgb[0, 0, 2] > rgb[0, 0, 0] and rgb[-1, -1, 0] > rgb[-1, -1, 2]  # near blue, far red
+
+
+# -- float to 8 bits -----------------------------------------------------------------------------------------------
+def exact_halves() -> np.ndarray:
+    """The float32 values ``(k + 0.5) / 255``, k = 0..254, whose float32 product with 255 is exactly ``k + 0.5``."""
+    k = np.arange(255, dtype=np.float32)
+    halves = (k + np.float32(0.5)) / np.float32(255.0)
+    assert np.array_equal(halves * np.float32(255.0), k + 0.5)
+    return halves
+
+
+def test_to_uint8_rounds_halves_up_and_clips() -> None:
+    halves = exact_halves()
+    np.testing.assert_array_equal(codec.to_uint8(halves), np.arange(1, 256))
+    below = (np.arange(255, dtype=np.float32) + np.float32(0.49)) / np.float32(255.0)
+    np.testing.assert_array_equal(codec.to_uint8(below), np.arange(0, 255))
+    np.testing.assert_array_equal(codec.to_uint8(np.array([-0.5, 0.0, 1.0, 1.5])), [0, 0, 255, 255])
+
+
+def test_encoded_png_holds_the_to_uint8_pixels() -> None:
+    image = np.random.default_rng(1).choice(exact_halves(), size=(5, 7, 3))
+    decoded = np.asarray(Image.open(io.BytesIO(codec.encode_image(image, "png"))))
+    np.testing.assert_array_equal(decoded, codec.to_uint8(image))
+
+
+class HalvesModel:
+    """A stand-in model whose dehazed output is a fixed image of exact halves (cropped to the input's shape)."""
+
+    def __init__(self, dehazed: np.ndarray) -> None:
+        self.dehazed = torch.from_numpy(np.ascontiguousarray(dehazed.transpose(2, 0, 1)))
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, _, h, w = x.shape
+        return self.dehazed[:, :h, :w].expand(n, 3, h, w).clone(), x[:, :1].clone()
+
+
+def test_dehaze_run_scores_the_8_bit_images_the_service_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dehaze run``'s FADE columns equal the service's FADE of the same upload and of the PNG it encodes.
+
+    Input and output hold exact halves (k + 0.5)/255, where rounding half up and half to even disagree; one tile
+    without overlap keeps the model's output bit-exact through the stitcher.
+    """
+    for name in [name for name in os.environ if name.startswith("DEHAZE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("DEHAZE_TILE_OVERLAP", "0")
+    rng = np.random.default_rng(2)
+    height, width = 24, 40
+    upload = save(Image.fromarray(rng.choice(exact_halves(), size=(height, width)), mode="F"), "TIFF")
+    dehazed = rng.choice(exact_halves(), size=(64, 64, 3))  # the padded shape the model sees
+    assert not np.array_equal(np.rint(dehazed * 255), codec.to_uint8(dehazed))  # the halves matter
+    (tmp_path / "in.tif").write_bytes(upload)
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"unused: the model is stubbed")
+    monkeypatch.setattr("model.checkpoint.load_pipeline_from_weights", lambda path: HalvesModel(dehazed))
+
+    table, out = tmp_path / "fade.csv", tmp_path / "out"
+    argv = ["run", str(tmp_path / "in.tif"), "--out", str(out), "--fade-csv", str(table), "--weights", str(weights)]
+    assert cli.main(argv) == 0
+
+    png = (out / "in.png").read_bytes()
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), codec.to_uint8(dehazed[:height, :width]))
+    with table.open(encoding="utf-8") as handle:
+        (row,) = list(csv.DictReader(handle))
+    max_pixels = Settings().density_max_pixels
+    assert float(row["fade_in"]) == pytest.approx(fade_of_bytes(upload, max_pixels), rel=1e-12)
+    assert float(row["fade_out"]) == pytest.approx(fade_of_bytes(png, max_pixels), rel=1e-12)
