@@ -174,8 +174,13 @@ def _round_half_up(values01: np.ndarray, top: int) -> np.ndarray:
 
 
 def to_uint8(values01: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] (any shape) -> uint8, halves rounded up: the one float-to-8-bit rule of the service."""
+    """Values in [0, 1] (any shape) -> uint8, halves rounded up: the one float-to-8-bit rule of the project."""
     return _round_half_up(values01, 255).astype(np.uint8)
+
+
+def to_uint16(values01: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (any shape) -> uint16 by the same rule (16-bit depth maps)."""
+    return _round_half_up(values01, 65535).astype(np.uint16)
 
 
 # -- encoding ----------------------------------------------------------------------------------------------------
@@ -243,6 +248,6 @@ def encode_depth(depth01: np.ndarray, colormap: bool = False) -> bytes:
     if colormap:
         Image.fromarray(to_uint8(apply_colormap(depth)), mode="RGB").save(buffer, format="PNG", compress_level=3)
     else:
-        grey16 = _round_half_up(depth, 65535).astype(np.uint16)
+        grey16 = to_uint16(depth)
         Image.fromarray(grey16).save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()

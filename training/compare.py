@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from service.codec import to_uint8
 from training.data import list_images, load_rgb, resize_max_side
 
 __all__ = ["add_arguments", "compose", "run"]
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _tile(arr: np.ndarray, height: int) -> Image.Image:
-    img = Image.fromarray((np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8))
+    img = Image.fromarray(to_uint8(arr))
     width = max(1, round(img.width * height / img.height))
     return img.resize((width, height), Image.Resampling.LANCZOS)
 

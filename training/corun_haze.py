@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from service.codec import to_uint8
 from training.data import synthesize
 
 __all__ = [
@@ -147,7 +148,7 @@ def add_gaussian_noise(img: np.ndarray, level: int, kind: str, rng: np.random.Ge
 
 def jpeg_reencode(img: np.ndarray, quality: int) -> np.ndarray:
     """Encodes an H×W×3 [0, 1] image as JPEG at ``quality`` with Pillow and decodes it back (float32 in [0, 1])."""
-    u8 = np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+    u8 = to_uint8(img)
     buf = io.BytesIO()
     Image.fromarray(u8).save(buf, format="JPEG", quality=int(quality))
     buf.seek(0)

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from service.codec import to_uint8, to_uint16
 from training.data import PairRecord, list_images, load_depth, load_rgb, resize_max_side, scan_pairs
 from training.metrics import depth_errors, fade, mean_finite_psnr, psnr, ssim, tone_shift
 
@@ -242,9 +243,9 @@ def _to_tensor(arr: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def _save_images(folder: Path, name: str, dehazed: torch.Tensor, depth: torch.Tensor) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    rgb = (dehazed[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    rgb = to_uint8(dehazed[0].permute(1, 2, 0).float().cpu().numpy())
     Image.fromarray(rgb).save(folder / f"{name}_dehazed.png")
-    d16 = (depth[0, 0].clamp(0, 1).cpu().numpy() * 65535.0 + 0.5).astype(np.uint16)
+    d16 = to_uint16(depth[0, 0].float().cpu().numpy())
     Image.fromarray(d16).save(folder / f"{name}_depth.png")
 
 
@@ -332,6 +333,8 @@ def evaluate(
     if not data.is_dir():
         raise FileNotFoundError(f"not a folder: {data}")
     dev = _device(device)
+    method: Method
+    weights_name: str | None
     if baseline == "dcp":
         method, method_name, weights_name = _dcp_method, "dcp", None
     elif baseline == "none":

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from service.codec import to_uint8
 from service.density import MAX_FADE_PIXELS, fade_of_array
 
 __all__ = [
@@ -48,12 +49,12 @@ _LUMA = np.array([0.2126, 0.7152, 0.0722])
 def to_hwc(x: object) -> np.ndarray:
     """Converts a 3×H×W / 1×3×H×W torch tensor or an H×W×C array to a float64 H×W×C numpy array."""
     if hasattr(x, "detach"):
-        x = x.detach().float().cpu().numpy()  # type: ignore[union-attr]
-        if x.ndim == 4:
-            if x.shape[0] != 1:
-                raise ValueError(f"expected one image, got batch of {x.shape[0]}")
-            x = x[0]
-        x = x.transpose(1, 2, 0)
+        chw: np.ndarray = x.detach().float().cpu().numpy()
+        if chw.ndim == 4:
+            if chw.shape[0] != 1:
+                raise ValueError(f"expected one image, got batch of {chw.shape[0]}")
+            chw = chw[0]
+        x = chw.transpose(1, 2, 0)
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim == 2:
         arr = arr[..., None]
@@ -114,7 +115,8 @@ def ssim(pred: object, gt: object) -> float:
 def fade(image: object, max_pixels: int = MAX_FADE_PIXELS) -> float:
     """FADE fog density (Choi et al., TIP 2015); lower is less haze. The service's computation, bounded as it is.
 
-    The [0, 1] float image is rounded to uint8 first (FADE is defined on 8-bit images), then scored by
+    The [0, 1] float image is rounded to uint8 first by the service's rule (``service.codec.to_uint8``; FADE is
+    defined on 8-bit images), then scored by
     ``service.density.fade_of_array``, the function behind the service's ``/density`` and ``fade_in``/``fade_out``:
     an image whose size, with sides under 16 px padded, exceeds ``max_pixels`` is shrunk first (box filter,
     aspect kept while both sides stay at least 16 px), so one score costs about a second and a bounded amount of
@@ -132,11 +134,7 @@ def fade(image: object, max_pixels: int = MAX_FADE_PIXELS) -> float:
     arr = to_hwc(image)
     if arr.shape[2] != 3:
         raise ValueError(f"FADE needs an RGB image, got {arr.shape[2]} channels")
-    scaled = arr * 255.0  # one float copy: the quantisation below works in place (images may be large)
-    scaled += 0.5
-    np.floor(scaled, out=scaled)
-    np.clip(scaled, 0, 255, out=scaled)
-    return fade_of_array(scaled.astype(np.uint8), max_pixels)
+    return fade_of_array(to_uint8(arr), max_pixels)
 
 
 def depth_errors(pred: object, gt: object) -> tuple[float, float]:

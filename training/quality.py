@@ -83,6 +83,7 @@ import scipy.ndimage
 import scipy.special
 from PIL import Image
 
+from service.codec import to_uint8
 from training.metrics import fade
 
 __all__ = [
@@ -399,8 +400,7 @@ class FadeScorer:
         arr = _check_rgb(rgb)
         scaled = downscale_to_budget(arr, self.max_pixels)
         patches = max(1, round(block * scaled.shape[1] / arr.shape[1] / 8))
-        quantised = np.clip(np.floor(scaled * 255.0 + 0.5), 0, 255).astype(np.uint8)
-        _, density = pyfade.fade_array(quantised, return_map=True)
+        _, density = pyfade.fade_array(to_uint8(scaled), return_map=True)
         return _block_means(np.asarray(density, dtype=np.float64), patches)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import scipy.ndimage
 from PIL import Image
 
+from service.codec import to_uint8
 from training.colabator.config import StrongAugConfig
 
 __all__ = ["jpeg_round_trip", "photometric_jitter", "strong_augment"]
@@ -43,7 +44,7 @@ def photometric_jitter(rgb: np.ndarray, rng: np.random.Generator, cfg: StrongAug
 def jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
     """The image encoded as JPEG at ``quality`` and decoded again, float32 in [0, 1]."""
     buf = io.BytesIO()
-    Image.fromarray(np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=quality)
+    Image.fromarray(to_uint8(rgb)).save(buf, format="JPEG", quality=quality)
     buf.seek(0)
     with Image.open(buf) as im:
         return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
