@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REDIS_SERVER
+from tests.processes import REDIS_SERVER
 from tests.service.live_server import tiny_weights
 
 __all__ = ["tiny_weights"]  # the session fixture, re-exported so pytest finds it here

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,7 @@ from tests.benchmarks.common import (
     target,
     write_report,
 )
-from tests.conftest import RedisServer
-from tests.service.live_server import free_port
+from tests.processes import Child, RedisServer, dehaze_argv, free_port, running, wait_ready
 
 __all__ = ["main"]
 
@@ -87,30 +86,14 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _wait(condition: Callable[[], bool], process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> float:
+def _wait(condition: Callable[[], bool], child: Child, timeout_s: float) -> float:
     """Seconds until ``condition()`` holds, polled every 50 ms; raises with the log if the process exits first."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if process.poll() is not None:
-            raise RuntimeError(f"the process exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(httpx.HTTPError, redis.RedisError):
-            if condition():
-                return time.monotonic() - started
-        time.sleep(_POLL_S)
-    raise RuntimeError(f"not ready after {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
+    return wait_ready(condition, timeout_s, "the process to be ready", [child], interval_s=_POLL_S)
 
 
-@contextlib.contextmanager
-def _process(command: str, env: Mapping[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _process(command: str, env: Mapping[str, str], log: Path) -> contextlib.AbstractContextManager[Child]:
     """``python -m service.cli COMMAND`` with ``env``, output to ``log``; killed at the end if still running."""
-    with log.open("wb") as out:
-        child = subprocess.Popen([sys.executable, "-m", "service.cli", command], env=dict(env), stdout=out, stderr=out)
-        try:
-            yield child
-        finally:
-            if child.poll() is None:
-                child.kill()
-            child.wait(timeout=30)
+    return running(dehaze_argv(command), log, env, cwd=None, grace_s=0)
 
 
 def _http_ok(url: str) -> bool:
@@ -123,13 +106,13 @@ def _worker_round(env: dict[str, str], client: redis.Redis, folder: Path, index:
     log = folder / f"worker-{index}.log"
     client.delete(*client.keys("dehaze:worker:*") or ["-"])
     with _process("worker", {**env, "DEHAZE_WORKER_METRICS_PORT": str(port)}, log) as worker:
-        to_metrics = _wait(lambda: _http_ok(f"http://127.0.0.1:{port}/metrics"), worker, log, timeout_s)
-        to_ready = _wait(lambda: bool(client.keys("dehaze:worker:*")), worker, log, timeout_s)
+        to_metrics = _wait(lambda: _http_ok(f"http://127.0.0.1:{port}/metrics"), worker, timeout_s)
+        to_ready = _wait(lambda: bool(client.keys("dehaze:worker:*")), worker, timeout_s)
         cpu_s = _cpu_seconds(worker.pid)
         rss = _tree_rss_mib(worker.pid)
         stopping = time.monotonic()
-        worker.send_signal(signal.SIGTERM)
-        status = worker.wait(timeout=timeout_s)
+        worker.signal(signal.SIGTERM)
+        status = worker.wait(timeout_s)
         stop_s = time.monotonic() - stopping
     found = _WARM_UP.search(log.read_text())
     return {
@@ -149,11 +132,11 @@ def _api_start(env: dict[str, str], folder: Path, timeout_s: float) -> dict[str,
     port, metrics = free_port(), free_port()
     worker_log, api_log = folder / "worker-api.log", folder / "api.log"
     with _process("worker", {**env, "DEHAZE_WORKER_METRICS_PORT": str(metrics)}, worker_log) as worker:
-        _wait(lambda: _http_ok(f"http://127.0.0.1:{metrics}/metrics"), worker, worker_log, timeout_s)
+        _wait(lambda: _http_ok(f"http://127.0.0.1:{metrics}/metrics"), worker, timeout_s)
         url = f"http://127.0.0.1:{port}"
         with _process("api", {**env, "DEHAZE_PORT": str(port)}, api_log) as api:
-            to_health = _wait(lambda: _http_ok(f"{url}/healthz"), api, api_log, timeout_s)
-            to_ready = _wait(lambda: _http_ok(f"{url}/readyz"), api, api_log, timeout_s)
+            to_health = _wait(lambda: _http_ok(f"{url}/healthz"), api, timeout_s)
+            to_ready = _wait(lambda: _http_ok(f"{url}/readyz"), api, timeout_s)
             time.sleep(1.0)  # the FADE process has loaded its models by /readyz; let its RSS settle
             return {"to_healthz_s": to_health, "to_readyz_s": to_ready, "rss_mib": _tree_rss_mib(api.pid)}
 

@@ -831,7 +831,7 @@ def _service_backend(
     """One deployment at every client count; True when rows were skipped for time."""
     from tests.benchmarks.bench_service import load_row
     from tests.benchmarks.services import metric_sums, run_load, running_service
-    from tests.conftest import REDIS_SERVER
+    from tests.processes import REDIS_SERVER
 
     base = {"backend": backend, "workers": 0 if backend == "embedded" else 1}
     if backend != "embedded" and not Path(REDIS_SERVER).exists():

@@ -10,9 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -23,8 +20,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import RedisServer
-from tests.service.live_server import free_port
+from tests.processes import Child, RedisServer, dehaze_argv, free_port, stop, wait_ready
 
 __all__ = ["BACKENDS", "LoadResult", "ServiceProcesses", "metric_sums", "run_load", "running_service"]
 
@@ -49,8 +45,8 @@ class ServiceProcesses:
     workdir: Path
     worker_threads: int
     url: str = ""
-    api: subprocess.Popen[bytes] | None = None
-    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    api: Child | None = None
+    workers: list[Child] = field(default_factory=list)
     metrics_urls: list[str] = field(default_factory=list)
     redis: RedisServer | None = None
 
@@ -76,28 +72,19 @@ class ServiceProcesses:
                     self._spawn("worker", {**base, "DEHAZE_WORKER_METRICS_PORT": str(metrics_port)}, index)
                 )
                 self.metrics_urls.append(f"http://127.0.0.1:{metrics_port}/metrics")
-        self._wait_ready(max(1, workers), timeout_s)
+        wait_ready(lambda: self._ready(max(1, workers)), timeout_s, f"{self.backend} to be ready", self.processes, 0.25)
 
-    def _spawn(self, command: str, env: Mapping[str, str], index: int = 0) -> subprocess.Popen[bytes]:
-        log = (self.workdir / f"{command}-{index}.log").open("wb")
-        argv = [sys.executable, "-m", "service.cli", "--log-level", "WARNING", command]
-        return subprocess.Popen(argv, env=dict(env), stdout=log, stderr=subprocess.STDOUT)
+    def _spawn(self, command: str, env: Mapping[str, str], index: int = 0) -> Child:
+        """``dehaze COMMAND`` in the current folder (the benchmarks run from the repository root)."""
+        argv = dehaze_argv("--log-level", "WARNING", command)
+        return Child(argv, self.workdir / f"{command}-{index}.log", env, cwd=None)
 
-    def _wait_ready(self, workers: int, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for process in self.processes:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{self.backend}: a server process exited early\n{self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                response = httpx.get(f"{self.url}/readyz", timeout=5)
-                if response.status_code == 200 and response.json().get("workers_alive", 0) >= workers:
-                    return
-            time.sleep(0.25)
-        raise RuntimeError(f"{self.backend}: not ready after {timeout_s:.0f} s\n{self.log_tail()}")
+    def _ready(self, workers: int) -> bool:
+        response = httpx.get(f"{self.url}/readyz", timeout=5)
+        return response.status_code == 200 and response.json().get("workers_alive", 0) >= workers
 
     @property
-    def processes(self) -> list[subprocess.Popen[bytes]]:
+    def processes(self) -> list[Child]:
         """The API process (first) and the worker processes."""
         return ([self.api] if self.api is not None else []) + self.workers
 
@@ -106,25 +93,13 @@ class ServiceProcesses:
         """PIDs of the processes that run the model (the API process itself in embedded mode)."""
         return [p.pid for p in (self.workers or self.processes)]
 
-    def log_tail(self, lines: int = 30) -> str:
-        """The last lines of every process log."""
-        parts = []
-        for log in sorted(self.workdir.glob("*.log")):
-            tail = log.read_text(errors="replace").splitlines()[-lines:]
-            parts.append(f"--- {log.name}\n" + "\n".join(tail))
-        return "\n".join(parts)
+    def log_tail(self) -> str:
+        """The end of every process log."""
+        return "\n".join(child.log_tail() for child in self.processes)
 
     def stop(self) -> None:
         """SIGTERM every process (workers first, so they drain), then kill what is left; stop Redis."""
-        for process in [*self.workers, *([self.api] if self.api else [])]:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop([*self.workers, *([self.api] if self.api is not None else [])], _STOP_TIMEOUT_S)
         if self.redis is not None:
             self.redis.stop()
 

@@ -7,8 +7,6 @@ import copy
 import json
 import math
 import shutil
-import socket
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -18,14 +16,9 @@ from typing import Any
 
 import yaml
 
-__all__ = ["free_port", "loopback_config", "query", "running_prometheus", "scalar", "wait_for"]
+from tests.processes import running, wait_ready
 
-
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["loopback_config", "query", "running_prometheus", "scalar", "wait_for"]
 
 
 def loopback_config(source: dict[str, Any], targets: dict[str, str], interval: str = "1s") -> dict[str, Any]:
@@ -101,33 +94,21 @@ def running_prometheus(config: dict[str, Any], workdir: Path, port: int) -> Iter
 
     Raises:
         FileNotFoundError: if the ``prometheus`` binary is not installed.
+        tests.processes.NotReadyError: if it exits or is not ready within 60 s (with its log).
     """
     binary = shutil.which("prometheus")
     if binary is None:
         raise FileNotFoundError("prometheus")
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    log = (workdir / "prometheus.log").open("w")
-    process = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config_path}",
-            f"--storage.tsdb.path={workdir / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    argv = [
+        binary,
+        f"--config.file={config_path}",
+        f"--storage.tsdb.path={workdir / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+    ]
     base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: process.poll() is None and _ready(base_url), 60, "Prometheus to be ready")
+    with running(argv, workdir / "prometheus.log", cwd=None, grace_s=20) as child:
+        wait_ready(lambda: _ready(base_url), 60, "Prometheus to be ready", [child], interval_s=0.25)
         yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()

@@ -7,16 +7,13 @@ is written again with ``dir`` pointing at a local folder (and any other changes)
 from __future__ import annotations
 
 import contextlib
-import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 
-from tests.conftest import REDIS_SERVER
+from tests.processes import REDIS_SERVER, redis_answers, running, wait_ready
 
 __all__ = ["BASE_REDIS_CONFIG", "base_redis_conf", "redis_process", "write_conf"]
 
@@ -39,26 +36,12 @@ def write_conf(text: str, folder: Path, name: str = "redis.conf", **changes: str
 
 @contextlib.contextmanager
 def redis_process(conf: Path, port: int, timeout_s: float = 30.0) -> Iterator[subprocess.Popen[bytes]]:
-    """``redis-server CONF`` on 127.0.0.1:PORT, once it answers PING; killed (SIGKILL) when the block ends."""
-    command = [REDIS_SERVER, str(conf), "--port", str(port), "--bind", "127.0.0.1"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while not _answers(port):
-            if process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {process.returncode}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not answer within {timeout_s:g} s")
-            time.sleep(0.05)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
+    """``redis-server CONF`` on 127.0.0.1:PORT, once it answers PING; killed (SIGKILL) when the block ends.
 
-
-def _answers(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-        sock.sendall(b"PING\r\n")
-        return sock.recv(16).startswith(b"+PONG")
-    return False
+    Raises:
+        tests.processes.NotReadyError: if it exits or does not answer within ``timeout_s``.
+    """
+    argv = [REDIS_SERVER, str(conf), "--port", str(port), "--bind", "127.0.0.1"]
+    with running(argv, cwd=None, grace_s=0, kill_wait_s=10) as child:
+        wait_ready(lambda: redis_answers(port), timeout_s, f"redis-server on port {port}", [child])
+        yield child.process

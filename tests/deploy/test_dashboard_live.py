@@ -13,7 +13,7 @@ import io
 import math
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,8 @@ import pytest
 import redis
 
 from tests.deploy.dashboard_queries import dashboard_expressions, metric_names, to_promql
-from tests.deploy.processes import dehaze_env, running
-from tests.deploy.prometheus_server import free_port, loopback_config, query, running_prometheus, scalar, wait_for
+from tests.deploy.prometheus_server import loopback_config, query, running_prometheus, scalar, wait_for
+from tests.processes import Child, dehaze_argv, env_without_dehaze, free_port, running, wait_ready
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
@@ -73,6 +73,16 @@ def _http_ok(url: str) -> bool:
     return httpx.get(url, timeout=2).status_code == 200
 
 
+@contextlib.contextmanager
+def _serving(
+    argv: list[str], log_path: Path, ready: Callable[[], bool], env: dict[str, str] | None = None
+) -> Iterator[Child]:
+    """``argv`` running until the block ends (SIGTERM, SIGKILL after 30 s), once ``ready`` (180 s at most)."""
+    with running(argv, log_path, env) as child:
+        wait_ready(ready, 180, f"{argv} to be ready", [child], interval_s=0.5)
+        yield child
+
+
 def _model_settings(weights: Path, workdir: Path) -> dict[str, str]:
     return {
         "DEHAZE_WEIGHTS": str(weights),
@@ -93,18 +103,18 @@ def _redis_stack(weights: Path, workdir: Path) -> Iterator[Stack]:
     common = {**_model_settings(weights, workdir), "DEHAZE_REDIS_URL": redis_url}
     redis_cmd = [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)]
     with (
-        running(redis_cmd, workdir / "redis.log", lambda: redis.Redis.from_url(redis_url).ping()),
-        running(
-            ["dehaze", "worker"],
+        _serving(redis_cmd, workdir / "redis.log", lambda: redis.Redis.from_url(redis_url).ping()),
+        _serving(
+            dehaze_argv("worker"),
             workdir / "worker.log",
             lambda: _http_ok(f"http://127.0.0.1:{metrics_port}/metrics"),
-            dehaze_env(**common, DEHAZE_WORKER_METRICS_PORT=str(metrics_port)),
+            env_without_dehaze(**common, DEHAZE_WORKER_METRICS_PORT=str(metrics_port)),
         ),
-        running(
-            ["dehaze", "api"],  # configured through the environment, as in the container
+        _serving(
+            dehaze_argv("api"),  # configured through the environment, as in the container
             workdir / "api.log",
             lambda: _http_ok(f"http://127.0.0.1:{api_port}/readyz"),
-            dehaze_env(**common, DEHAZE_HOST="127.0.0.1", DEHAZE_PORT=str(api_port)),
+            env_without_dehaze(**common, DEHAZE_HOST="127.0.0.1", DEHAZE_PORT=str(api_port)),
         ),
     ):
         yield Stack(
@@ -117,11 +127,11 @@ def _embedded_stack(weights: Path, workdir: Path) -> Iterator[Stack]:
     """`dehaze serve`: one process is both the `api` and the `worker` job."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with running(
-        ["dehaze", "serve", "--host", "127.0.0.1", "--port", str(port)],
+    with _serving(
+        dehaze_argv("serve", "--host", "127.0.0.1", "--port", str(port)),
         workdir / "serve.log",
         lambda: _http_ok(f"{url}/readyz"),
-        dehaze_env(**_model_settings(weights, workdir)),
+        env_without_dehaze(**_model_settings(weights, workdir)),
     ):
         yield Stack(url, {"api": f"127.0.0.1:{port}", "worker": f"127.0.0.1:{port}"})
 

@@ -2,25 +2,18 @@
 
 The fault tests need processes they can SIGKILL or SIGTERM, and the memory checks need a process whose RSS is
 the server's alone, so the helpers here start the console entry point (``python -m service.cli``) in a child
-process with an environment built from ``DEHAZE_*`` settings: the tiny test model on CPU with one torch thread.
-Output goes to a log file that the tests read to see what a process did (e.g. which jobs it reclaimed).
+process (``tests.processes.Child``) with an environment built from ``DEHAZE_*`` settings: the tiny test model on
+CPU with one torch thread. Output goes to a log file that the tests read to see what a process did (e.g. which jobs
+it reclaimed).
 
-Each child leads a process group of its own (a new session), so that stopping it stops its descendants too: the
-FADE pool's spawned processes and multiprocessing's resource tracker would otherwise outlive a SIGKILLed server,
-each holding its memory, for the rest of the test session. ``signal`` still reaches the child alone (a SIGTERM
-test wants the server's own orderly shutdown); ``close`` kills the whole group and waits until it is gone.
+Each child leads a process group of its own, so that stopping it stops its descendants too (``Child.kill``).
+``signal`` still reaches the child alone: a SIGTERM test wants the server's own orderly shutdown.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +21,17 @@ from typing import Any
 import httpx
 import redis
 
-from tests.service.live_server import wait_until
+from tests.processes import (
+    REPO,
+    Child,
+    child_pids,
+    dehaze_argv,
+    env_without_dehaze,
+    group_pids,
+    process_alive,
+    running,
+    wait_ready,
+)
 
 __all__ = [
     "PREFIX",
@@ -51,9 +54,6 @@ __all__ = [
     "worker_consumers",
 ]
 
-logger = logging.getLogger(__name__)
-
-REPO = Path(__file__).resolve().parents[2]
 PREFIX = "dehaze"
 """The default ``queue_name``: prefix of every Redis key of the service."""
 STREAM = f"{PREFIX}:jobs"
@@ -66,7 +66,7 @@ def service_env(tiny_model: tuple[Path, Path], **settings: object) -> dict[str, 
     run side by side.
     """
     weights, artifact = tiny_model
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DEHAZE_")}
+    env = env_without_dehaze()
     values: dict[str, object] = {
         "weights": weights,
         "artifact": artifact,
@@ -83,83 +83,27 @@ def service_env(tiny_model: tuple[Path, Path], **settings: object) -> dict[str, 
     return env
 
 
-class ServiceProcess:
-    """One child process running a ``dehaze`` subcommand (or another module's ``main``), logging to a file.
-
-    The child leads its own process group, and ``close`` kills that whole group: no process it started survives.
-    """
-
-    def __init__(self, args: Sequence[str], env: dict[str, str], log_path: Path, module: str = "service.cli") -> None:
-        """Start ``python -m module *args`` in the repository root with ``env``; output goes to ``log_path``."""
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
-            cwd=REPO,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: close() reaches the processes it starts
-        )
-        self.pgid = self.process.pid
-        """The child's process group (its pid): the child and every process it starts, unless one leaves it."""
-
-    @property
-    def pid(self) -> int:
-        """The child's process id."""
-        return self.process.pid
-
-    def running(self) -> bool:
-        """True while the child has not exited."""
-        return self.process.poll() is None
-
-    def signal(self, signum: signal.Signals) -> None:
-        """Send ``signum`` to the child (not to its group: a SIGKILL leaves its pool behind until ``close``)."""
-        self.process.send_signal(signum)
-
-    def wait(self, timeout_s: float) -> int:
-        """The exit status (negative: killed by that signal); raises subprocess.TimeoutExpired after ``timeout_s``."""
-        return self.process.wait(timeout=timeout_s)
-
-    def log(self) -> str:
-        """Everything the child wrote so far (also after ``close``)."""
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def close(self, timeout_s: float = 30.0) -> None:
-        """SIGKILL the child's whole process group (also when the child itself has exited) and close the log.
-
-        Waits up to ``timeout_s`` for the child to be reaped and for every other member of the group to end;
-        a survivor after that is logged (``group_pids`` tells a test which).
-        """
-        with contextlib.suppress(ProcessLookupError):  # nothing of the group left
-            os.killpg(self.pgid, signal.SIGKILL)
-        try:
-            self.process.wait(timeout=timeout_s)
-            deadline = time.monotonic() + timeout_s
-            while (left := group_pids(self.pgid)) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if left:
-                logger.warning("processes %s of group %d survived SIGKILL for %.0f s", left, self.pgid, timeout_s)
-        finally:
-            self._log.close()
+ServiceProcess = Child
+"""A child running a ``dehaze`` subcommand (or another module's ``main``); see ``service_process``."""
 
 
 @contextlib.contextmanager
 def service_process(
     args: Sequence[str], env: dict[str, str], log_path: Path, module: str = "service.cli"
-) -> Iterator[ServiceProcess]:
-    """A ``ServiceProcess`` that is killed (if still running) when the block ends."""
-    child = ServiceProcess(args, env, log_path, module)
-    try:
+) -> Iterator[Child]:
+    """``python -m module *args`` in the repository root with ``env``, output to ``log_path``.
+
+    The child leads its own process group; when the block ends that whole group is SIGKILLed (no SIGTERM first,
+    as the fault tests stop a server), so no process it started survives.
+    """
+    with running(dehaze_argv(*args, module=module), log_path, env, own_group=True, grace_s=0) as child:
         yield child
-    finally:
-        child.close()
 
 
 @contextlib.contextmanager
 def start_workers(
     count: int, env: dict[str, str], folder: Path, client: redis.Redis, module: str = "service.cli"
-) -> Iterator[list[ServiceProcess]]:
+) -> Iterator[list[Child]]:
     """``count`` worker processes (``python -m module worker``), each serving once its heartbeat is in Redis.
 
     They start together (their model loads overlap); all are killed when the block ends.
@@ -170,39 +114,27 @@ def start_workers(
             stack.enter_context(service_process(["worker"], env, folder / f"worker-{index}.log", module))
             for index in range(count)
         ]
-        wait_until(lambda: all(worker_alive(client, prefix, child) for child in children), 120, "the workers")
+        wait_ready(lambda: all(worker_alive(client, prefix, child) for child in children), 120, "the workers", children)
         yield children
 
 
-def wait_http_ready(url: str, child: ServiceProcess, timeout_s: float = 120.0) -> None:
+def wait_http_ready(url: str, child: Child, timeout_s: float = 120.0) -> None:
     """Wait until ``url``/readyz answers 200; fail at once (with the child's log) if the child exits first."""
-
-    def ready() -> bool:
-        if not child.running():
-            raise AssertionError(f"the service exited with {child.process.returncode}:\n{child.log()[-3000:]}")
-        return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
-
-    wait_until(ready, timeout_s, f"{url}/readyz")
+    wait_ready(lambda: httpx.get(f"{url}/readyz", timeout=5).status_code == 200, timeout_s, f"{url}/readyz", [child])
 
 
-def worker_alive(client: redis.Redis, prefix: str, child: ServiceProcess) -> bool:
-    """True once the worker process has loaded and warmed its model: its heartbeat key exists in Redis.
-
-    Raises:
-        AssertionError: when the worker process has exited (with its log).
-    """
-    if not child.running():
-        raise AssertionError(f"the worker exited with {child.process.returncode}:\n{child.log()[-3000:]}")
+def worker_alive(client: redis.Redis, prefix: str, child: Child) -> bool:
+    """True once the worker process has loaded and warmed its model: its heartbeat key exists in Redis."""
     return bool(client.exists(f"{prefix}:worker:{socket.gethostname()}-{child.pid}"))
 
 
-def worker_consumers(client: redis.Redis, prefix: str, child: ServiceProcess) -> list[str]:
+def worker_consumers(client: redis.Redis, prefix: str, child: Child) -> list[str]:
     """Consumer names of ``child`` in the job stream's group (``host-pid-random``, see ``RedisStreamsQueue``)."""
     mine = f"{socket.gethostname()}-{child.pid}-"
     return [name for name in pending_by_consumer(client, prefix) if name.startswith(mine)]
 
 
-def held_job_ids(client: redis.Redis, prefix: str, child: ServiceProcess) -> dict[str, str]:
+def held_job_ids(client: redis.Redis, prefix: str, child: Child) -> dict[str, str]:
     """Stream entry id -> job id of every job delivered to ``child`` and not yet acknowledged."""
     stream, held = f"{prefix}:jobs", {}
     for consumer in worker_consumers(client, prefix, child):
@@ -241,39 +173,6 @@ def assert_nothing_left(client: redis.Redis, prefix: str = PREFIX) -> None:
     assert client.xlen(f"{prefix}:jobs") == 0
     assert sum(pending_by_consumer(client, prefix).values()) == 0
     assert leftover_keys(client, prefix) == []
-
-
-def group_pids(pgid: int) -> list[int]:
-    """The processes of process group ``pgid`` that still run (zombies, which hold no memory, are not counted).
-
-    Read from /proc (Linux), so members whose parent has died and which were re-parented are found too.
-    """
-    return sorted(pid for pid, _, group in _running_processes() if group == pgid)
-
-
-def process_alive(pid: int) -> bool:
-    """True while process ``pid`` exists and is not a zombie (from /proc, Linux)."""
-    return any(running == pid for running, _, _ in _running_processes())
-
-
-def child_pids(pid: int) -> list[int]:
-    """The direct children of process ``pid`` that still run (from /proc, Linux)."""
-    return sorted(child for child, parent, _ in _running_processes() if parent == pid)
-
-
-def _running_processes() -> Iterator[tuple[int, int, int]]:
-    """(pid, parent pid, process group) of every process on this machine that is not a zombie."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text(encoding="ascii", errors="replace")
-        except OSError:  # ended meanwhile
-            continue
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so split after its last ")"
-        state, parent, group = stat[stat.rindex(")") + 2 :].split()[:3]
-        if state not in ("Z", "X"):
-            yield int(entry.name), int(parent), int(group)
 
 
 def rss_bytes(pid: int) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from PIL import Image
 
 from service.config import Settings
 from service.main import create_app
+from tests.processes import free_port
 
 __all__ = [
     "free_port",
@@ -30,13 +30,6 @@ __all__ = [
     "tiny_weights",
     "wait_until",
 ]
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:

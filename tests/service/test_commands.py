@@ -16,17 +16,8 @@ import pytest
 from PIL import Image
 
 from service.cli import main
-from tests.service.live_server import (
-    free_port,
-    image_bytes,
-    live_server,
-    model_settings,
-    tiny_model,
-    tiny_weights,
-    wait_until,
-)
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.processes import REPO, dehaze_argv, env_without_dehaze, free_port, running, wait_ready
+from tests.service.live_server import image_bytes, live_server, model_settings, tiny_model, tiny_weights
 
 __all__ = ["tiny_model", "tiny_weights"]  # the session fixture, re-exported for pytest
 
@@ -180,8 +171,7 @@ def test_worker_process_serves_the_api_and_drains_on_sigterm(
     """`dehaze worker` in its own process: metrics on its port, serves jobs of an API, exits 0 on SIGTERM."""
     weights, artifact = tiny_model
     metrics_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEHAZE_")}
-    env.update(
+    env = env_without_dehaze(
         DEHAZE_REDIS_URL=redis_url,
         DEHAZE_WEIGHTS=str(weights),
         DEHAZE_ARTIFACT=str(artifact),
@@ -189,12 +179,9 @@ def test_worker_process_serves_the_api_and_drains_on_sigterm(
         DEHAZE_TORCH_THREADS="1",
         DEHAZE_WORKER_METRICS_PORT=str(metrics_port),
     )
-    log = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "worker"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").status_code == 200, 60, "metrics")
+    with running(dehaze_argv("worker"), tmp_path / "worker.log", env, grace_s=0) as worker:
+        metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+        wait_ready(lambda: httpx.get(metrics).status_code == 200, 60, "metrics", [worker])
         settings = model_settings(tiny_model, redis_url=redis_url)
         with live_server(settings) as url:  # ready: the worker's heartbeat is visible through Redis
             response = httpx.post(
@@ -202,14 +189,9 @@ def test_worker_process_serves_the_api_and_drains_on_sigterm(
             )
             assert response.status_code == 200, response.text
             assert Image.open(io.BytesIO(response.content)).size == (41, 29)
-        assert "dehaze_batch_size_count 1.0" in httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=30) == 0
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
-        log.close()
+        assert "dehaze_batch_size_count 1.0" in httpx.get(metrics).text
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
     assert "SIGTERM received" in (tmp_path / "worker.log").read_text()
 
 
