@@ -11,6 +11,7 @@ identically on the pair (DCMPNET.md §3.2); its ``edge_decay`` bias towards imag
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -42,7 +43,7 @@ def _pad_to(arrays: Sequence[np.ndarray], size: int) -> list[np.ndarray]:
     ph, pw = max(0, size - h), max(0, size - w)
     if ph == 0 and pw == 0:
         return list(arrays)
-    mode = "reflect" if ph < h and pw < w else "edge"  # reflect needs pad < size
+    mode: Literal["reflect", "edge"] = "reflect" if ph < h and pw < w else "edge"  # reflect needs pad < size
     return [np.pad(a, ((0, ph), (0, pw), (0, 0)), mode=mode) for a in arrays]
 
 

@@ -65,15 +65,15 @@ class DataConfig(_Strict):
     root: str
     val_scenes: list[str] = Field(min_length=1)
     test_scenes: list[str] = Field(default_factory=list)
-    crop: int = Field(256, ge=32)
-    batch_size: int = Field(8, ge=1)
-    num_workers: int = Field(0, ge=0)
-    synthetic_fraction: float = Field(0.5, ge=0.0, le=1.0)
-    depth_scale: float = Field(DEFAULT_DEPTH_SCALE, gt=0.0)
+    crop: int = Field(default=256, ge=32)
+    batch_size: int = Field(default=8, ge=1)
+    num_workers: int = Field(default=0, ge=0)
+    synthetic_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+    depth_scale: float = Field(default=DEFAULT_DEPTH_SCALE, gt=0.0)
     beta_range: tuple[float, float] = BETA_RANGE
     airlight_range: tuple[float, float] = AIRLIGHT_RANGE
-    val_crop: int | None = Field(None, ge=32)
-    val_max_images: int | None = Field(None, ge=1)
+    val_crop: int | None = Field(default=None, ge=32)
+    val_max_images: int | None = Field(default=None, ge=1)
 
     @field_validator("val_scenes", "test_scenes", mode="before")
     @classmethod
@@ -108,12 +108,12 @@ class OptimConfig(_Strict):
             ``fp16`` or ``off``. Always off on the CPU.
     """
 
-    lr_phi: float = Field(1e-4, gt=0)
-    lr_psi: float = Field(1e-4, gt=0)
-    lr_min: float = Field(1e-6, ge=0)
+    lr_phi: float = Field(default=1e-4, gt=0)
+    lr_psi: float = Field(default=1e-4, gt=0)
+    lr_min: float = Field(default=1e-6, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    grad_clip: float = Field(default=1.0, ge=0)
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
 
     @field_validator("amp", mode="before")
@@ -139,13 +139,13 @@ class LossConfig(_Strict):
         perceptual_weight: Weight of that term.
     """
 
-    l1_weight: float = Field(0.0, ge=0)
-    unet_weight: float = Field(1.0, ge=0)
-    depth_consistency_weight: float = Field(0.1, ge=0)
-    perceptron_hidden: int = Field(16, ge=1)
-    reverse_scale: float = Field(1.0, ge=0)
+    l1_weight: float = Field(default=0.0, ge=0)
+    unet_weight: float = Field(default=1.0, ge=0)
+    depth_consistency_weight: float = Field(default=0.1, ge=0)
+    perceptron_hidden: int = Field(default=16, ge=1)
+    reverse_scale: float = Field(default=1.0, ge=0)
     vgg_weights: str | None = None
-    perceptual_weight: float = Field(1.0, ge=0)
+    perceptual_weight: float = Field(default=1.0, ge=0)
 
 
 class ClearSourceConfig(_Strict):
@@ -181,8 +181,8 @@ class RealPhotosConfig(_Strict):
     roots: list[str] = Field(min_length=1)
     exclude_names: list[str] = Field(default_factory=list)
     weight: float = Field(ge=0.0)
-    max_side: int = Field(640, ge=64)
-    depth_weight: float = Field(1.0, ge=0.0)
+    max_side: int = Field(default=640, ge=64)
+    depth_weight: float = Field(default=1.0, ge=0.0)
 
 
 class DistillConfig(_Strict):
@@ -209,15 +209,15 @@ class DistillConfig(_Strict):
 
     teacher: str
     real_teachers: dict[str, str] = Field(default_factory=dict)
-    pairs_weight: float = Field(0.2, ge=0.0)
-    gt_teacher_weight: float = Field(0.5, ge=0.0)
+    pairs_weight: float = Field(default=0.2, ge=0.0)
+    gt_teacher_weight: float = Field(default=0.5, ge=0.0)
     clear_sources: list[ClearSourceConfig] = Field(default_factory=list)
     real: RealPhotosConfig | None = None
-    length: int = Field(4000, ge=1)
+    length: int = Field(default=4000, ge=1)
     scale_range: tuple[float, float] = (0.6, 1.0)
-    jitter: float = Field(1.0, ge=0.0)
+    jitter: float = Field(default=1.0, ge=0.0)
     cache_dir: str = ".data/teacher_cache"
-    workers: int = Field(2, ge=1)
+    workers: int = Field(default=2, ge=1)
 
     @model_validator(mode="after")
     def _real_needs_teachers(self) -> DistillConfig:
@@ -254,11 +254,11 @@ class TrainConfig(_Strict):
     run_dir: str = "runs/default"
     seed: int = 0
     device: str = "auto"
-    threads: int = Field(0, ge=0)
-    max_steps: int = Field(1000, ge=1)
-    max_wall_seconds: float | None = Field(None, gt=0)
+    threads: int = Field(default=0, ge=0)
+    max_steps: int = Field(default=1000, ge=1)
+    max_wall_seconds: float | None = Field(default=None, gt=0)
     fit_steps_to_wall: bool = False
-    val_every: int = Field(200, ge=1)
+    val_every: int = Field(default=200, ge=1)
     progress: bool = True
     init_from: str | None = None
     data: DataConfig

@@ -50,7 +50,7 @@ class CorunSourceConfig(_Strict):
 
     root: str
     layout: Literal["reside", "nyu"]
-    weight: float = Field(1.0, gt=0.0)
+    weight: float = Field(default=1.0, gt=0.0)
     exclude: list[str] = Field(default_factory=list)
 
     @field_validator("exclude", mode="before")
@@ -101,16 +101,16 @@ class CorunDataConfig(_Strict):
 
     sources: list[CorunSourceConfig] = Field(min_length=1)
     haze: CorunHazeConfig = CorunHazeConfig()
-    length: int = Field(1000, ge=1)
-    crop: int = Field(128, ge=16)
+    length: int = Field(default=1000, ge=1)
+    crop: int = Field(default=128, ge=16)
     scale_range: tuple[float, float] = (1.0, 1.0)
-    batch_size: int = Field(4, ge=1)
-    num_workers: int = Field(0, ge=0)
+    batch_size: int = Field(default=4, ge=1)
+    num_workers: int = Field(default=0, ge=0)
     val_root: str
     val_scenes: list[str] = Field(min_length=1)
     test_scenes: list[str] = Field(default_factory=list)
-    val_crop: int | None = Field(None, ge=16)
-    val_max_images: int | None = Field(None, ge=1)
+    val_crop: int | None = Field(default=None, ge=16)
+    val_max_images: int | None = Field(default=None, ge=1)
 
     @field_validator("val_scenes", "test_scenes", mode="before")
     @classmethod
@@ -141,13 +141,13 @@ class CorunOptimConfig(_Strict):
             and validate/ship it; ``None``: the trained weights themselves.
     """
 
-    lr: float = Field(1e-4, gt=0)
-    lr_min: float = Field(1e-4, ge=0)
+    lr: float = Field(default=1e-4, gt=0)
+    lr_min: float = Field(default=1e-4, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(0.0, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    grad_clip: float = Field(default=0.0, ge=0)
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    ema_decay: float | None = Field(0.999, gt=0.0, lt=1.0)
+    ema_decay: float | None = Field(default=0.999, gt=0.0, lt=1.0)
 
     @field_validator("amp", mode="before")
     @classmethod
@@ -166,10 +166,10 @@ class CorunLossConfig(_Strict):
         vgg_weights: ImageNet VGG19 weights for that term; ``None`` switches it off.
     """
 
-    l1_weight: float = Field(1.0, ge=0)
-    stage_l1_weight: float = Field(0.0, ge=0)
-    asm_weight: float = Field(0.01, ge=0)
-    perceptual_weight: float = Field(0.2, ge=0)
+    l1_weight: float = Field(default=1.0, ge=0)
+    stage_l1_weight: float = Field(default=0.0, ge=0)
+    asm_weight: float = Field(default=0.01, ge=0)
+    perceptual_weight: float = Field(default=0.2, ge=0)
     vgg_weights: str | None = None
 
     def weights(self) -> CorunLossWeights:
@@ -189,10 +189,10 @@ class CorunTrainConfig(_Strict):
     run_dir: str = "runs/corun"
     seed: int = 0
     device: str = "auto"
-    threads: int = Field(0, ge=0)
-    max_steps: int = Field(1000, ge=1)
-    max_wall_seconds: float | None = Field(None, gt=0)
-    val_every: int = Field(200, ge=1)
+    threads: int = Field(default=0, ge=0)
+    max_steps: int = Field(default=1000, ge=1)
+    max_wall_seconds: float | None = Field(default=None, gt=0)
+    val_every: int = Field(default=200, ge=1)
     progress: bool = True
     init_from: str | None = None
     data: CorunDataConfig

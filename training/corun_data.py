@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from training.augment import random_flip, random_scaled_crop
 from training.corun_haze import HazeRecipe, degrade, minmax_depth
 from training.data import _Epoched
-from training.sources import ClearRecord, SourceMix, _load_clear, clear_records
+from training.sources import ClearRecord, Layout, SourceMix, _load_clear, clear_records
 
 __all__ = ["CorunHaze", "build_corun_mixture"]
 
@@ -81,7 +81,7 @@ class CorunHaze(_Epoched):
 
 
 def build_corun_mixture(
-    sources: Sequence[tuple[Path, str, float, Sequence[str]]],
+    sources: Sequence[tuple[Path, Layout, float, Sequence[str]]],
     crop: int,
     seed: int,
     length: int,
@@ -102,6 +102,6 @@ def build_corun_mixture(
     for k, (root, layout, _, exclude) in enumerate(sources):
         if layout not in ("reside", "nyu"):
             raise ValueError(f"{root}: layout {layout!r} has no depth; CORUN's haze needs reside or nyu")
-        records = clear_records(root, layout, exclude)  # type: ignore[arg-type]
+        records = clear_records(root, layout, exclude)
         sets.append(CorunHaze(records, crop, seed + 10 * (k + 1), length, recipe, scale_range))
     return SourceMix(sets, [w for _, _, w, _ in sources], length, seed)

@@ -40,7 +40,7 @@ from training.corun_data import build_corun_mixture
 from training.corun_losses import pretrain_losses
 from training.data import PairedFolder
 from training.devices import amp_dtype, autocast, describe_hardware, pick_device
-from training.loop import LoopSettings, RunningMeans, batches, cosine_factor, prepare_run_dir, run_steps
+from training.loop import LoopSettings, RunningMeans, batches, cosine_factor, dataset_len, prepare_run_dir, run_steps
 from training.losses import ContrastivePerceptualLoss
 from training.metrics import mean_finite_psnr, psnr, ssim
 
@@ -130,10 +130,10 @@ class CorunTrainer:
             sources.append((root, s.layout, s.weight, exclude))
         train = build_corun_mixture(sources, d.crop, self.cfg.seed, d.length, d.haze.recipe(), d.scale_range)
         val: Dataset = PairedFolder(val_root, crop=d.val_crop, scenes=d.val_scenes, augment=False)
-        if d.val_max_images is not None and d.val_max_images < len(val):  # type: ignore[arg-type]
-            idx = np.linspace(0, len(val) - 1, d.val_max_images).round().astype(int)  # type: ignore[arg-type]
+        if d.val_max_images is not None and d.val_max_images < dataset_len(val):
+            idx = np.linspace(0, dataset_len(val) - 1, d.val_max_images).round().astype(int)
             val = Subset(val, sorted(set(idx.tolist())))
-        n_val = len(val)  # type: ignore[arg-type]
+        n_val = dataset_len(val)
         logger.info(
             "data: %d synthetic items/epoch from %d folder(s), %d validation images", len(train), len(sources), n_val
         )
@@ -207,8 +207,8 @@ class CorunTrainer:
         weight = 1.0 - self.cfg.optim.ema_decay
         for e, p in zip(self.ema.parameters(), self.net.parameters(), strict=True):
             e.lerp_(p.detach(), weight)
-        for e, b in zip(self.ema.buffers(), self.net.buffers(), strict=True):
-            e.copy_(b)
+        for eb, b in zip(self.ema.buffers(), self.net.buffers(), strict=True):
+            eb.copy_(b)
 
     def train_step(self, batch: dict) -> dict[str, float]:
         """One optimiser step on a batch; returns the weighted loss terms and their total.
@@ -255,7 +255,7 @@ class CorunTrainer:
         pipeline = CorunPipeline(net).eval()
         ps, ss = [], []
         try:
-            for i in range(len(self.val_set)):  # type: ignore[arg-type]
+            for i in range(dataset_len(self.val_set)):
                 item = self.val_set[i]
                 with autocast(self.amp, self.device):
                     out, _ = pipeline(item["hazy"][None].to(self.device))

@@ -100,7 +100,8 @@ def list_images(folder: str | Path, warn: bool = True) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"not a folder: {folder}")
-    images, skipped = [], []
+    images: list[Path] = []
+    skipped: list[Path] = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
             continue
@@ -206,7 +207,11 @@ def _to_tensor(arr: np.ndarray) -> torch.Tensor:
 
 
 def synthesize(
-    clear: np.ndarray, depth: np.ndarray, beta: float, airlight: float, depth_scale: float = DEFAULT_DEPTH_SCALE
+    clear: np.ndarray,
+    depth: np.ndarray,
+    beta: float,
+    airlight: float | np.ndarray,
+    depth_scale: float = DEFAULT_DEPTH_SCALE,
 ) -> np.ndarray:
     """Atmospheric scattering model ``I = J·t + A·(1 − t)``, ``t = exp(−β·s·d)``, on H×W×C arrays.
 
@@ -377,6 +382,7 @@ class SyntheticHaze(_Epoched):
 
     def __getitem__(self, index: int) -> dict:
         rec = self.records[index % len(self.records)]
+        assert rec.depth is not None  # __init__ rejects records without depth
         rng = self._rng(index)
         clear, depth = augment_pair([load_rgb(rec.clear), load_depth(rec.depth)], self.crop, rng)
         beta = float(rng.uniform(*self.beta_range))

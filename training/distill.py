@@ -54,7 +54,6 @@ def build_distill_set(
     teachers = {PAIRS_TEACHER: resolve_path(dc.teacher), **{k: resolve_path(v) for k, v in dc.real_teachers.items()}}
     cache = LabelCache(cache_dir, teachers, workers=dc.workers)
     held_out = [*d.val_scenes, *d.test_scenes]
-    common = {"crop": d.crop, "length": dc.length}
     sources: list[Dataset] = []
     weights: list[float] = []
     if dc.pairs_weight > 0:  # 0: data.root only validates (it may hold no training scenes)
@@ -67,7 +66,8 @@ def build_distill_set(
                 exclude=held_out,
                 teacher_weight=dc.gt_teacher_weight,
                 scale_range=dc.scale_range,
-                **common,
+                crop=d.crop,
+                length=dc.length,
             )
         )
         weights.append(dc.pairs_weight)
@@ -86,7 +86,8 @@ def build_distill_set(
                 scale_range=dc.scale_range,
                 rotate=src.rotate,
                 jitter=dc.jitter,
-                **common,
+                crop=d.crop,
+                length=dc.length,
             )
         )
         weights.append(src.weight)
@@ -97,6 +98,8 @@ def build_distill_set(
         labels = [(p.stem, cache.real_label(p, dc.real.max_side, list(dc.real_teachers))) for p in paths]
         chosen = {name: sum(lab.teacher == name for _, lab in labels) for name in dc.real_teachers}
         logger.info("real photos: %d with teacher labels (chosen: %s)", len(labels), chosen)
-        sources.append(RealPhotos(labels, seed=cfg.seed + 40, depth_weight=dc.real.depth_weight, **common))
+        sources.append(
+            RealPhotos(labels, crop=d.crop, seed=cfg.seed + 40, length=dc.length, depth_weight=dc.real.depth_weight)
+        )
         weights.append(dc.real.weight)
     return SourceMix(sources, weights, dc.length, seed=cfg.seed + 2)

@@ -24,6 +24,7 @@ import logging
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -70,9 +71,10 @@ def pack(
     by_scene = {p.scene: p for p in pairs}
     for scene in train_scenes:
         rec = by_scene[scene]
+        assert rec.depth is not None  # every pair has depth (checked above)
         with Image.open(rec.clear) as im:
             im.convert("RGB").save(clear_dir / "GT" / f"{scene}.jpg", quality=JPEG_QUALITY, subsampling=0)
-        shutil.copy2(rec.depth, clear_dir / "depth" / rec.depth.name)  # type: ignore[arg-type]
+        shutil.copy2(rec.depth, clear_dir / "depth" / rec.depth.name)
     val_dir = dest / "sots-val"
     for sub in ("GT", "hazy", "depth"):
         (val_dir / sub).mkdir(parents=True)
@@ -99,7 +101,8 @@ def _pack_fixture(source: Path, dest: Path, side: int = FIXTURE_SIDE) -> None:
             with Image.open(source / sub / name) as im:
                 left, top = (im.width - side) // 2, (im.height - side) // 2
                 crop = im.crop((left, top, left + side, top + side))
-                crop.save(dest / sub / name, **({"lossless": True} if name.endswith(".webp") else {}))
+                params: dict[str, Any] = {"lossless": True} if name.endswith(".webp") else {}
+                crop.save(dest / sub / name, **params)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

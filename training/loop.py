@@ -21,10 +21,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -36,6 +36,7 @@ __all__ = [
     "StepHost",
     "batches",
     "cosine_factor",
+    "dataset_len",
     "epoch_order",
     "fitted_max_steps",
     "prepare_run_dir",
@@ -49,6 +50,12 @@ def cosine_factor(step: int, total: int, lr0: float, lr_min: float) -> float:
     """Multiplier of ``lr0`` giving a cosine decay from ``lr0`` to ``lr_min`` over ``total`` steps."""
     progress = min(step, total) / max(total, 1)
     return (lr_min + (lr0 - lr_min) * 0.5 * (1.0 + math.cos(math.pi * progress))) / lr0
+
+
+def dataset_len(dataset: Dataset) -> int:
+    """``len(dataset)``: torch's ``Dataset`` declares no ``__len__`` (an iterable-style one has none), but every
+    dataset the trainers use is map-style and defines it."""
+    return len(cast(Sized, dataset))
 
 
 def epoch_order(seed: int, n: int, epoch: int) -> list[int]:
@@ -72,14 +79,14 @@ def batches(
     Raises:
         ValueError: Fewer items than one batch.
     """
-    steps_per_epoch = len(dataset) // batch_size  # type: ignore[arg-type]
+    steps_per_epoch = dataset_len(dataset) // batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"{len(dataset)} training items is fewer than batch_size={batch_size}")  # type: ignore[arg-type]
+        raise ValueError(f"{dataset_len(dataset)} training items is fewer than batch_size={batch_size}")
     epoch, done = divmod(start_step, steps_per_epoch)
     while True:
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
-        order = epoch_order(seed, len(dataset), epoch)[done * batch_size : steps_per_epoch * batch_size]  # type: ignore[arg-type]
+        order = epoch_order(seed, dataset_len(dataset), epoch)[done * batch_size : steps_per_epoch * batch_size]
         loader = DataLoader(
             Subset(dataset, order),
             batch_size=batch_size,
@@ -189,7 +196,8 @@ def run_steps(
     Returns:
         The last step's losses (empty when there was nothing left to do).
     """
-    running, losses = RunningMeans(), {}
+    running = RunningMeans()
+    losses: dict[str, float] = {}
     max_steps, limit = settings.max_steps, settings.max_wall_seconds
     if host.step >= max_steps:
         logger.info("already at step %d >= max_steps %d: nothing to do", host.step, max_steps)
@@ -215,8 +223,9 @@ def run_steps(
                 host._validate_and_save(running)
                 running = RunningMeans()
                 if fit and not out_of_time:
-                    max_steps = pace.fit(host.step, limit - (time.monotonic() - t0))  # type: ignore[operator]
-                    on_fit(max_steps)  # type: ignore[misc]
+                    assert limit is not None and on_fit is not None  # what ``fit`` implies (checked above)
+                    max_steps = pace.fit(host.step, limit - (time.monotonic() - t0))
+                    on_fit(max_steps)
                     bar.total = max_steps
                     fit = False
             if out_of_time:

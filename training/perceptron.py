@@ -81,12 +81,12 @@ class _ReverseGradient(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, scale: float) -> torch.Tensor:
-        ctx.scale = scale  # type: ignore[attr-defined]
+        ctx.scale = scale  # type: ignore[attr-defined]  # torch's FunctionCtx stub declares no fields; ctx holds any
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return -ctx.scale * grad, None  # type: ignore[attr-defined]
+        return -ctx.scale * grad, None  # type: ignore[attr-defined]  # (FunctionCtx stub, see forward)
 
 
 def reverse_gradient(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:

@@ -166,7 +166,7 @@ class PriorDepth:
             return np.load(entry).astype(np.float32)
         h = clear.shape[0]
         ramp = np.broadcast_to(np.linspace(1.0, 0.2, h, dtype=np.float32)[:, None, None], (*clear.shape[:2], 1))
-        depth = ramp.copy()
+        depth: np.ndarray = ramp.copy()
         if self.estimate is not None:
             depth = 0.5 * ramp + 0.5 * normalise_depth(np.clip(self.estimate(clear), 0.0, None))
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -187,7 +187,7 @@ def _item(
     teacher: np.ndarray | None = None,
     teacher_w: float = 0.0,
 ) -> dict:
-    dw = np.full_like(depth, float(depth_w)) if np.isscalar(depth_w) else depth_w
+    dw = depth_w if isinstance(depth_w, np.ndarray) else np.full_like(depth, float(depth_w))
     return {
         "hazy": _tensor(hazy),
         "clear": _tensor(clear),

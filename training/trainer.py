@@ -35,7 +35,16 @@ from training.config import TrainConfig, resolve_path
 from training.data import HazeMix, PairedFolder, SyntheticHaze
 from training.devices import amp_dtype, autocast, describe_hardware, pick_device
 from training.dual_task import Batch, DualTaskStep
-from training.loop import LoopSettings, RunningMeans, batches, cosine_factor, epoch_order, prepare_run_dir, run_steps
+from training.loop import (
+    LoopSettings,
+    RunningMeans,
+    batches,
+    cosine_factor,
+    dataset_len,
+    epoch_order,
+    prepare_run_dir,
+    run_steps,
+)
 from training.losses import ContrastivePerceptualLoss
 from training.metrics import depth_errors, mean_finite_psnr, psnr, ssim
 from training.perceptron import DifferencePerceptron
@@ -172,7 +181,11 @@ class Trainer:
             from training.distill import build_distill_set
 
             train_set = build_distill_set(self.cfg, self._estimate_depth, self._init_tag)
-            logger.info("data: distillation mixture of %d items/epoch, %d validation images", len(train_set), len(val))
+            logger.info(
+                "data: distillation mixture of %d items/epoch, %d validation images",
+                dataset_len(train_set),
+                dataset_len(val),
+            )
             return train_set, val
         real = PairedFolder(root, crop=d.crop, seed=seed, exclude=held_out)
         if not real.has_depth:
@@ -190,16 +203,16 @@ class Trainer:
                 depth_scale=d.depth_scale,
             )
             train = HazeMix(real, synth, d.synthetic_fraction, seed=seed + 2)
-        if len(train) < d.batch_size:
-            raise ValueError(f"{len(train)} training items is fewer than batch_size={d.batch_size}")
-        logger.info("data: %d training items (%s), %d validation images", len(train), root, len(val))
+        if dataset_len(train) < d.batch_size:
+            raise ValueError(f"{dataset_len(train)} training items is fewer than batch_size={d.batch_size}")
+        logger.info("data: %d training items (%s), %d validation images", dataset_len(train), root, dataset_len(val))
         return train, val
 
     def _val_set(self, root: Path) -> Dataset:
         d = self.cfg.data
         val: Dataset = PairedFolder(root, crop=d.val_crop, scenes=d.val_scenes, augment=False)
-        if d.val_max_images is not None and d.val_max_images < len(val):
-            idx = np.linspace(0, len(val) - 1, d.val_max_images).round().astype(int)
+        if d.val_max_images is not None and d.val_max_images < dataset_len(val):
+            idx = np.linspace(0, dataset_len(val) - 1, d.val_max_images).round().astype(int)
             val = Subset(val, sorted(set(idx.tolist())))
         return val
 
@@ -283,7 +296,7 @@ class Trainer:
 
     def epoch_order(self, epoch: int) -> list[int]:
         """The order in which epoch ``epoch`` visits the training items: a pure function of seed and epoch."""
-        return epoch_order(self.cfg.seed, len(self.train_set), epoch)  # type: ignore[arg-type]
+        return epoch_order(self.cfg.seed, dataset_len(self.train_set), epoch)
 
     def _batches(self) -> Iterator[dict]:
         """Batches from the current step on; after a resume, the rest of the interrupted epoch comes first."""
@@ -309,7 +322,7 @@ class Trainer:
 
         pipeline = DehazePipeline(self.phi, self.psi).to(self.device).eval()
         ps, ss, rel, d1 = [], [], [], []
-        for i in range(len(self.val_set)):
+        for i in range(dataset_len(self.val_set)):
             item = self.val_set[i]
             with autocast(self.amp, self.device):
                 out, dep = pipeline(item["hazy"][None].to(self.device))

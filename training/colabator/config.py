@@ -37,6 +37,16 @@ __all__ = [
 ScorerName = Literal["fade", "niqe"]
 
 
+def _pool_scorers() -> list[ScorerName]:
+    """``PoolConfig.scorers``'s default (a function, so the list is typed ``list[ScorerName]``)."""
+    return ["fade", "niqe"]
+
+
+def _trust_scorers() -> list[ScorerName]:
+    """``TrustConfig.scorers``'s default."""
+    return ["fade"]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -84,9 +94,9 @@ class RealConfig(_Strict):
     roots: list[str] = Field(default_factory=list)
     exclude_names: list[str] = Field(default_factory=list)
     exclude_from: str | None = None
-    max_side: int = Field(384, ge=32)
-    crop: int = Field(256, ge=16)
-    batch_size: int = Field(1, ge=1)
+    max_side: int = Field(default=384, ge=32)
+    crop: int = Field(default=256, ge=16)
+    batch_size: int = Field(default=1, ge=1)
 
     def held_out(self) -> list[str]:
         """Every held-out stem: ``exclude_names`` plus the list ``exclude_from`` points at (sorted, unique)."""
@@ -111,15 +121,15 @@ class StrongAugConfig(_Strict):
         flip: Random horizontal flip of the crop, applied to the label, trust map and depth alike.
     """
 
-    brightness: float = Field(0.25, ge=0, lt=1)
-    contrast: float = Field(0.25, ge=0, lt=1)
-    saturation: float = Field(0.25, ge=0, lt=1)
-    gamma: float = Field(0.2, ge=0, lt=1)
-    blur_p: float = Field(0.3, ge=0, le=1)
+    brightness: float = Field(default=0.25, ge=0, lt=1)
+    contrast: float = Field(default=0.25, ge=0, lt=1)
+    saturation: float = Field(default=0.25, ge=0, lt=1)
+    gamma: float = Field(default=0.2, ge=0, lt=1)
+    blur_p: float = Field(default=0.3, ge=0, le=1)
     blur_sigma: tuple[float, float] = (0.3, 1.5)
-    noise_p: float = Field(0.3, ge=0, le=1)
+    noise_p: float = Field(default=0.3, ge=0, le=1)
     noise_sigma: tuple[float, float] = (0.003, 0.03)
-    jpeg_p: float = Field(0.5, ge=0, le=1)
+    jpeg_p: float = Field(default=0.5, ge=0, le=1)
     jpeg_quality: tuple[int, int] = (30, 95)
     flip: bool = True
 
@@ -149,13 +159,13 @@ class PoolConfig(_Strict):
         max_color_shift: Likewise for the change of mean R−G or B−G against the photo (absolute value).
     """
 
-    scorers: list[ScorerName] = Field(default_factory=lambda: ["fade", "niqe"], min_length=1)
-    max_pixels: int = Field(1_000_000, ge=256)
+    scorers: list[ScorerName] = Field(default_factory=_pool_scorers, min_length=1)
+    max_pixels: int = Field(default=1_000_000, ge=256)
     teachers: dict[str, str] = Field(default_factory=dict)
     cache_dir: str = ".data/teacher_cache"
-    workers: int = Field(1, ge=1)
-    max_crushed: float | None = Field(None, ge=0.0, le=1.0)
-    max_color_shift: float | None = Field(None, ge=0.0)
+    workers: int = Field(default=1, ge=1)
+    max_crushed: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_color_shift: float | None = Field(default=None, ge=0.0)
 
     @field_validator("scorers")
     @classmethod
@@ -175,10 +185,10 @@ class TrustConfig(_Strict):
         floor: Smallest weight a pixel keeps.
     """
 
-    scorers: list[ScorerName] = Field(default_factory=lambda: ["fade"], min_length=1)
-    block: int = Field(32, ge=8)
+    scorers: list[ScorerName] = Field(default_factory=_trust_scorers, min_length=1)
+    block: int = Field(default=32, ge=8)
     half: dict[str, float] = Field(default_factory=lambda: {"fade": 1.0})
-    floor: float = Field(0.0, ge=0, le=1)
+    floor: float = Field(default=0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _halves(self) -> TrustConfig:
@@ -205,12 +215,12 @@ class SyntheticConfig(_Strict):
 
     root: str
     exclude: list[str] = Field(default_factory=list)
-    crop: int = Field(256, ge=16)
-    batch_size: int = Field(1, ge=1)
-    synthetic_fraction: float = Field(0.5, ge=0, le=1)
+    crop: int = Field(default=256, ge=16)
+    batch_size: int = Field(default=1, ge=1)
+    synthetic_fraction: float = Field(default=0.5, ge=0, le=1)
     beta_range: tuple[float, float] = BETA_RANGE
     airlight_range: tuple[float, float] = AIRLIGHT_RANGE
-    depth_scale: float = Field(DEFAULT_DEPTH_SCALE, gt=0)
+    depth_scale: float = Field(default=DEFAULT_DEPTH_SCALE, gt=0)
 
     _check_ranges = field_validator("beta_range", "airlight_range")(_ordered)
 
@@ -231,11 +241,11 @@ class FinetuneOptimConfig(_Strict):
         grad_clip: Max gradient norm; 0 disables clipping.
     """
 
-    lr: float = Field(5e-5, gt=0)
-    lr_min: float = Field(1e-6, ge=0)
+    lr: float = Field(default=5e-5, gt=0)
+    lr_min: float = Field(default=1e-6, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    grad_clip: float = Field(default=1.0, ge=0)
 
 
 class FinetuneLossConfig(_Strict):
@@ -249,11 +259,11 @@ class FinetuneLossConfig(_Strict):
         real_depth_weight: DCMPNet only: confidence-weighted L1 of Ψ to the pool label's physics pseudo-depth.
     """
 
-    synthetic_weight: float = Field(1.0, ge=0)
-    real_weight: float = Field(1.0, ge=0)
-    asm_weight: float = Field(0.01, ge=0)
-    depth_weight: float = Field(0.1, ge=0)
-    real_depth_weight: float = Field(0.1, ge=0)
+    synthetic_weight: float = Field(default=1.0, ge=0)
+    real_weight: float = Field(default=1.0, ge=0)
+    asm_weight: float = Field(default=0.01, ge=0)
+    depth_weight: float = Field(default=0.1, ge=0)
+    real_depth_weight: float = Field(default=0.1, ge=0)
 
 
 class FinetuneConfig(_Strict):
@@ -277,13 +287,13 @@ class FinetuneConfig(_Strict):
     run_dir: str = "runs/colabator"
     seed: int = 0
     device: str = "auto"
-    threads: int = Field(0, ge=0)
-    max_steps: int = Field(1000, ge=1)
-    max_wall_seconds: float | None = Field(None, gt=0)
-    save_every: int = Field(100, ge=1)
-    log_every: int = Field(10, ge=1)
+    threads: int = Field(default=0, ge=0)
+    max_steps: int = Field(default=1000, ge=1)
+    max_wall_seconds: float | None = Field(default=None, gt=0)
+    save_every: int = Field(default=100, ge=1)
+    log_every: int = Field(default=10, ge=1)
     progress: bool = False
-    ema_decay: float = Field(0.999, ge=0, lt=1)
+    ema_decay: float = Field(default=0.999, ge=0, lt=1)
     real: RealConfig = RealConfig()
     strong: StrongAugConfig = StrongAugConfig()
     pool: PoolConfig = PoolConfig()

@@ -8,14 +8,17 @@ the student, so a network with running statistics would not mix two models' stat
 from __future__ import annotations
 
 import copy
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 __all__ = ["ema_update", "make_teacher"]
 
+_Module = TypeVar("_Module", bound=nn.Module)
 
-def make_teacher(student: nn.Module) -> nn.Module:
+
+def make_teacher(student: _Module) -> _Module:
     """A frozen copy of the student, in eval mode: the teacher at step 0."""
     teacher = copy.deepcopy(student).eval()
     teacher.requires_grad_(False)

@@ -35,13 +35,12 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from training.augment import random_crop, random_flip
@@ -104,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_scorers(names: Sequence[str], max_pixels: int) -> list[Scorer]:
     """The scorers named in a config (``fade``, ``niqe``), each with the pixel budget."""
-    known = {"fade": FadeScorer, "niqe": NiqeScorer}
+    known: dict[str, Callable[[int], Scorer]] = {"fade": FadeScorer, "niqe": NiqeScorer}
     return [known[name](max_pixels) for name in names]
 
 
@@ -173,7 +172,7 @@ class Finetuner:
         by_name.update({s.name: s for s in fresh})
         return [by_name[n] for n in self.cfg.trust.scorers]
 
-    def _synthetic_set(self) -> Dataset:
+    def _synthetic_set(self) -> HazeMix:
         s = self.cfg.synthetic
         root = resolve_path(s.root)
         pairs = PairedFolder(root, crop=s.crop, seed=self.cfg.seed, exclude=s.exclude, augment=True)
@@ -281,7 +280,7 @@ class Finetuner:
         items = []
         for k in range(step * b, (step + 1) * b):
             epoch, pos = divmod(k, n)
-            self.synthetic.set_epoch(epoch)  # type: ignore[attr-defined]
+            self.synthetic.set_epoch(epoch)
             order = np.random.default_rng((self.cfg.seed, 5, epoch)).permutation(n)
             items.append(self.synthetic[int(order[pos])])
         keys = ["hazy", "clear"] + (["depth"] if self.student.needs_depth else [])

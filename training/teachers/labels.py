@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +112,7 @@ class LabelCache:
         workers: Processes for :meth:`fill` (each runs one torch thread).
     """
 
-    def __init__(self, folder: str | Path, teachers: dict[str, str | Path], workers: int = 1) -> None:
+    def __init__(self, folder: str | Path, teachers: Mapping[str, str | Path], workers: int = 1) -> None:
         self.folder = Path(folder)
         self.teachers = {name: Path(p) for name, p in teachers.items()}
         for name, p in self.teachers.items():
