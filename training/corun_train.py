@@ -23,7 +23,6 @@ continues from ``last.pt`` exactly: the same learning-rate curve, the same remai
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import time
@@ -40,7 +39,17 @@ from training.corun_data import build_corun_mixture
 from training.corun_losses import pretrain_losses
 from training.data import PairedFolder
 from training.devices import amp_dtype, autocast, describe_hardware, pick_device
-from training.loop import LoopSettings, RunningMeans, batches, cosine_factor, dataset_len, prepare_run_dir, run_steps
+from training.loop import (
+    LoopSettings,
+    RunningMeans,
+    batches,
+    cosine_factor,
+    dataset_len,
+    log_validation,
+    prepare_run_dir,
+    run_steps,
+    save_validated,
+)
 from training.losses import ContrastivePerceptualLoss
 from training.metrics import mean_finite_psnr, psnr, ssim
 
@@ -267,20 +276,9 @@ class CorunTrainer:
 
     def _validate_and_save(self, running: RunningMeans) -> None:
         metrics = self.validate()
-        record = {
-            "step": self.step,
-            **metrics,
-            "losses": running.means(),
-            "lr": self.sched.get_last_lr()[0],
-            "elapsed": round(self.elapsed_before + (time.monotonic() - self._t0), 3),
-        }
-        with (self.run_dir / "log.jsonl").open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        logger.info("step %d: val PSNR %.3f SSIM %.4f", self.step, metrics["psnr"], metrics["ssim"])
-        if metrics["psnr"] > self.best_psnr:
-            self.best_psnr = metrics["psnr"]
-            self._save("best.pt", metrics)
-        self._save("last.pt", metrics)
+        elapsed = self.elapsed_before + (time.monotonic() - self._t0)
+        log_validation(self.run_dir, self.step, metrics, running, {"lr": float(self.sched.get_last_lr()[0])}, elapsed)
+        self.best_psnr = save_validated(self._save, metrics, self.best_psnr)
 
     def train(self) -> dict[str, float]:
         """Runs until ``max_steps`` or ``max_wall_seconds``; validates/saves every ``val_every`` and at the end.

@@ -18,6 +18,7 @@ the same thing everywhere:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -39,8 +40,10 @@ __all__ = [
     "dataset_len",
     "epoch_order",
     "fitted_max_steps",
+    "log_validation",
     "prepare_run_dir",
     "run_steps",
+    "save_validated",
 ]
 
 logger = logging.getLogger(__name__)
@@ -131,6 +134,25 @@ class RunningMeans:
 
     def means(self) -> dict[str, float]:
         return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
+
+def log_validation(
+    run_dir: Path, step: int, metrics: dict[str, float], running: RunningMeans, lrs: dict[str, float], elapsed: float
+) -> None:
+    """Appends one validation's line to ``run_dir/log.jsonl`` (step, scores, mean losses, learning rates, seconds)."""
+    record = {"step": step, **metrics, "losses": running.means(), **lrs, "elapsed": round(elapsed, 3)}
+    with (run_dir / "log.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    logger.info("step %d: val PSNR %.3f SSIM %.4f", step, metrics["psnr"], metrics["ssim"])
+
+
+def save_validated(save: Callable[[str, dict[str, float]], None], metrics: dict[str, float], best_psnr: float) -> float:
+    """Saves ``best.pt`` when validation PSNR beats ``best_psnr``, then ``last.pt``; returns the best PSNR so far."""
+    if metrics["psnr"] > best_psnr:
+        best_psnr = metrics["psnr"]
+        save("best.pt", metrics)
+    save("last.pt", metrics)
+    return best_psnr
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import math
 import time
@@ -42,8 +41,10 @@ from training.loop import (
     cosine_factor,
     dataset_len,
     epoch_order,
+    log_validation,
     prepare_run_dir,
     run_steps,
+    save_validated,
 )
 from training.losses import ContrastivePerceptualLoss
 from training.metrics import depth_errors, mean_finite_psnr, psnr, ssim
@@ -339,22 +340,10 @@ class Trainer:
 
     def _validate_and_save(self, running: RunningMeans) -> None:
         metrics = self.validate()
+        lrs = {"lr_phi": float(self.sched_phi.get_last_lr()[0]), "lr_psi": float(self.sched_psi.get_last_lr()[0])}
         elapsed = self.elapsed_before + (time.monotonic() - self._t0)
-        record = {
-            "step": self.step,
-            **metrics,
-            "losses": running.means(),
-            "lr_phi": self.sched_phi.get_last_lr()[0],
-            "lr_psi": self.sched_psi.get_last_lr()[0],
-            "elapsed": round(elapsed, 3),
-        }
-        with (self.run_dir / "log.jsonl").open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        logger.info("step %d: val PSNR %.3f SSIM %.4f", self.step, metrics["psnr"], metrics["ssim"])
-        if metrics["psnr"] > self.best_psnr:
-            self.best_psnr = metrics["psnr"]
-            self._save("best.pt", metrics)
-        self._save("last.pt", metrics)
+        log_validation(self.run_dir, self.step, metrics, running, lrs, elapsed)
+        self.best_psnr = save_validated(self._save, metrics, self.best_psnr)
 
     def train(self) -> dict[str, float]:
         """Runs until ``max_steps`` or ``max_wall_seconds``; validates/saves every ``val_every`` and at the end.
