@@ -5,6 +5,10 @@ An image up to ``tile_size`` on each side is one item, padded (mirrored) to the 
 ``tile_size`` (or its own side, when that side is shorter) overlapping by ``tile_overlap`` pixels; all its tiles
 share one bucket, and their outputs are blended linearly in the overlaps. Items are padded only when a forward
 needs them (``Piece.pixels``), so a batch holds at most ``max_batch_size`` padded copies at a time.
+
+The plan keeps the one count of pieces still missing: a piece stops missing when its output is added, or when it
+is skipped because its forward (or an earlier one of its image) failed. The worker reads it to know when a job is
+done, and how many tiles it did not compute when it abandons a job.
 """
 
 from __future__ import annotations
@@ -45,10 +49,16 @@ class ImagePlan:
         self._dehazed = Stitcher(height, width, 3, tile_overlap)
         self._depth = Stitcher(height, width, 1, tile_overlap)
         self._missing = len(self.pieces)
+        self._skipped = 0
+
+    @property
+    def missing(self) -> int:
+        """Pieces neither added nor skipped yet."""
+        return self._missing
 
     @property
     def done(self) -> bool:
-        """True once every piece's output has been added."""
+        """True once every piece has been added or skipped."""
         return self._missing == 0
 
     def add(self, piece: Piece, dehazed: np.ndarray, depth: np.ndarray) -> None:
@@ -58,10 +68,15 @@ class ImagePlan:
         self._depth.add(tile, depth[: tile.h, : tile.w])
         self._missing -= 1
 
+    def skip(self) -> None:
+        """Count one piece as finished without an output (it failed); ``outputs`` then refuses to stitch."""
+        self._skipped += 1
+        self._missing -= 1
+
     def outputs(self) -> tuple[np.ndarray, np.ndarray]:
         """The stitched dehazed image H×W×3 and depth map H×W, both clipped to [0, 1]."""
-        if not self.done:
-            raise ValueError(f"{self._missing} pieces have no output yet")
+        if not self.done or self._skipped:
+            raise ValueError(f"{self._missing + self._skipped} of {len(self.pieces)} pieces have no output")
         dehazed = np.clip(self._dehazed.result(), 0.0, 1.0)
         depth = np.clip(self._depth.result()[:, :, 0], 0.0, 1.0)
         return dehazed, depth

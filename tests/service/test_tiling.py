@@ -37,6 +37,19 @@ def test_tiling_then_stitching_with_identity_returns_the_input(
     np.testing.assert_allclose(depth, image[:, :, 0], atol=1e-5)
 
 
+def test_the_plan_counts_its_missing_pieces_and_refuses_to_stitch_a_skipped_one() -> None:
+    image = np.zeros((40, 100, 3), np.float32)
+    plan = ImagePlan(image, 32, 4, 8)
+    assert plan.missing == len(plan.pieces) > 2 and not plan.done
+    plan.skip()  # the first piece's forward failed
+    for piece in plan.pieces[1:]:
+        padded = piece.pixels(image)
+        plan.add(piece, padded, padded[:, :, :1])
+    assert plan.missing == 0 and plan.done
+    with pytest.raises(ValueError, match=f"1 of {len(plan.pieces)} pieces have no output"):
+        plan.outputs()
+
+
 def test_tile_starts_cover_the_length_with_the_overlap() -> None:
     assert tiling.tile_starts(100, 100, 10) == [0]
     starts = tiling.tile_starts(1000, 512, 64)
