@@ -123,7 +123,7 @@ class JobQueue(Protocol):
         """The client went away: the job is skipped if not started, and its keys expire."""
         ...
 
-    async def depth(self) -> int:
+    async def length(self) -> int:
         """Jobs submitted and not yet finished (waiting plus in progress)."""
         ...
 

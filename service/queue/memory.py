@@ -2,7 +2,7 @@
 
 It lives in one event loop: the API's request handlers and the embedded worker share it. It keeps the same
 promises as the Redis backend where they make sense in one process: a bounded length checked before anything is
-stored, results handed to the waiting request, cancellation, a depth that counts waiting plus running jobs, and
+stored, results handed to the waiting request, cancellation, a length that counts waiting plus running jobs, and
 worker liveness from heartbeats. There is no redelivery: a job taken by a worker that crashes is lost with the
 process anyway.
 """
@@ -88,7 +88,7 @@ class MemoryQueue:
         if future is not None and not future.done():
             future.cancel()
 
-    async def depth(self) -> int:
+    async def length(self) -> int:
         """Jobs waiting plus running."""
         return len(self._waiting) + len(self._running)
 

@@ -278,7 +278,7 @@ class RedisStreamsQueue:
         flags = await self._pipeline(lambda pipe: [pipe.exists(self._key("cancelled", job_id)) for job_id in job_ids])
         return {job_id for job_id, flag in zip(job_ids, flags, strict=True) if flag}
 
-    async def depth(self) -> int:
+    async def length(self) -> int:
         """Stream length: jobs waiting plus in progress (entries are deleted only when finished)."""
         return int(await self._call(lambda: self._redis.xlen(self._stream)))
 

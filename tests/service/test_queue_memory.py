@@ -1,4 +1,4 @@
-"""The in-process queue: bounds, result delivery, cancellation, depth and liveness."""
+"""The in-process queue: bounds, result delivery, cancellation, length and liveness."""
 
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ def test_submit_take_finish_delivers_the_result() -> None:
         queue = MemoryQueue(max_length=4)
         job = Job(payload=b"x")
         await queue.submit(job)
-        assert await queue.depth() == 1
+        assert await queue.length() == 1
         waiter = asyncio.create_task(queue.wait_result(job.id, timeout_s=2))
         taken = await queue.take(8, block_ms=10)
         assert [j.id for j in taken] == [job.id] and taken[0].deliveries == 1
-        assert await queue.depth() == 1  # running jobs still count
+        assert await queue.length() == 1  # running jobs still count
         await queue.finish(JobResult(job_id=job.id, width=3))
         assert (await waiter).width == 3
-        assert await queue.depth() == 0
+        assert await queue.length() == 0
 
     asyncio.run(scenario())
 
@@ -52,7 +52,7 @@ def test_full_queue_rejects_before_storing() -> None:
         await queue.submit(Job(payload=b"b"))
         with pytest.raises(QueueFullError):
             await queue.submit(Job(payload=b"c"))
-        assert await queue.depth() == 2
+        assert await queue.length() == 2
 
     asyncio.run(scenario())
 
@@ -90,7 +90,7 @@ def test_cancel_waiting_job_is_never_taken_and_running_result_is_dropped() -> No
         assert await queue.take(4, block_ms=0) == []
         await queue.cancel(first.id)  # running: its result is discarded when it comes
         await queue.finish(JobResult(job_id=first.id))
-        assert await queue.depth() == 0
+        assert await queue.length() == 0
         with pytest.raises(ResultTimeoutError):
             await queue.wait_result(first.id, timeout_s=0.02)
 

@@ -41,15 +41,15 @@ def test_submit_take_finish_wait(redis_url: str) -> None:
         api, worker = make(redis_url), make(redis_url)
         job = Job(payload=b"\x00\xffbytes", options={"format": "webp", "want_depth": True}, deadline=1e12)
         await api.submit(job)
-        assert await api.depth() == 1
+        assert await api.length() == 1
         (taken,) = await worker.take(4, block_ms=100)
         assert (taken.id, taken.payload, taken.options, taken.deliveries) == (job.id, job.payload, job.options, 1)
         assert taken.enqueued_at == job.enqueued_at and taken.deadline == 1e12
-        assert await api.depth() == 1  # in progress still counts
+        assert await api.length() == 1  # in progress still counts
         await worker.finish(JobResult(job_id=job.id, image=b"out", depth=b"d", width=5))
         result = await api.wait_result(job.id, timeout_s=2)
         assert (result.image, result.depth, result.width) == (b"out", b"d", 5)
-        assert await api.depth() == 0  # XACK + XDEL
+        assert await api.length() == 0  # XACK + XDEL
         client = redis.Redis.from_url(redis_url)
         assert client.xlen("dehaze:jobs") == 0 and client.xpending("dehaze:jobs", "workers")["pending"] == 0
         assert not client.exists(f"dehaze:payload:{job.id}") and not client.exists(f"dehaze:result:{job.id}")
@@ -67,13 +67,13 @@ def test_full_queue_rejects_before_storing_even_across_replicas(redis_url: str) 
             *(replicas[i % 4].submit(job) for i, job in enumerate(jobs)), return_exceptions=True
         )
         assert all(o is None or isinstance(o, QueueFullError) for o in outcomes)
-        depth = await replicas[0].depth()
+        length = await replicas[0].length()
         for replica in replicas:
             await replica.close()
-        return sum(o is None for o in outcomes), depth
+        return sum(o is None for o in outcomes), length
 
-    accepted, depth = asyncio.run(scenario())
-    assert accepted == 5 and depth == 5
+    accepted, length = asyncio.run(scenario())
+    assert accepted == 5 and length == 5
     assert len(redis.Redis.from_url(redis_url).keys("dehaze:payload:*")) == 5
 
 
@@ -95,7 +95,7 @@ def test_cancelled_job_is_skipped_and_removed(redis_url: str) -> None:
         await api.submit(kept)
         await api.cancel(cancelled.id)
         assert [j.id for j in await worker.take(4, block_ms=100)] == [kept.id]
-        assert await api.depth() == 1
+        assert await api.length() == 1
         await worker.finish(JobResult(job_id=kept.id))
         await api.cancel(kept.id)  # a late cancel drops the stored result
         with pytest.raises(ResultTimeoutError):
@@ -115,7 +115,7 @@ def test_running_job_cancelled_keeps_no_result(redis_url: str) -> None:
         await api.cancel(job.id)
         await worker.finish(JobResult(job_id=job.id))
         assert not redis.Redis.from_url(redis_url).exists(f"dehaze:result:{job.id}")
-        assert await api.depth() == 0
+        assert await api.length() == 0
         await api.close()
         await worker.close()
 
@@ -189,7 +189,7 @@ def test_poisoned_job_fails_after_the_delivery_limit(redis_url: str) -> None:
         assert await consumers[2].take(1, block_ms=10) == []
         result = await api.wait_result(job.id, 1)
         assert not result.ok and result.error_status == 500 and result.error == "job failed 2 times; giving up"
-        assert poisoned == [job.id] and await api.depth() == 0
+        assert poisoned == [job.id] and await api.length() == 0
         for queue in (api, *consumers):
             await queue.close()
 
@@ -242,7 +242,7 @@ def test_redis_out_of_memory_is_a_full_queue(redis_url: str) -> None:
                     await api.submit(Job(payload=bytes(2 * 1024 * 1024), deadline=1e12))
                     stored += 1
             assert isinstance(refused.value.__cause__, redis.exceptions.OutOfMemoryError)
-            assert stored >= 1 and await api.depth() == stored  # the refused job left nothing behind
+            assert stored >= 1 and await api.length() == stored  # the refused job left nothing behind
         finally:
             await api.close()
 

@@ -176,13 +176,13 @@ def test_cancelled_and_expired_jobs_are_skipped() -> None:
             return await results_of(queue, [keep, expired])
 
         results = await with_worker(queue, cfg, TinyNet(), body, observer)
-        return results, await queue.depth()
+        return results, await queue.length()
 
-    (kept, expired_result), depth = asyncio.run(scenario())
+    (kept, expired_result), length = asyncio.run(scenario())
     assert kept.ok
     assert not expired_result.ok and expired_result.error_status == 504
     assert sorted(observer.outcomes) == ["expired", "ok"]
-    assert depth == 0
+    assert length == 0
 
 
 def test_stop_drains_jobs_in_hand() -> None:

@@ -54,7 +54,7 @@ async def readiness(services: Services) -> ReadinessResponse:
             if not await services.queue.ping():
                 raise ConnectionError("ping failed")
             alive = await services.queue.workers_alive()
-            depth = await services.queue.depth()
+            depth = await services.queue.length()
     except Exception as error:  # any failure of the backend means "not ready", with the reason
         reasons.append(f"the job queue is unreachable: {error or type(error).__name__}")
     else:

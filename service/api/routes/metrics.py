@@ -28,7 +28,7 @@ async def metrics(queue: QueueDep) -> Response:
     """Every metric of this process; queue depth and live workers are read from the queue first."""
     try:
         async with asyncio.timeout(2.0):
-            set_queue_depth(await queue.depth())
+            set_queue_depth(await queue.length())
             set_workers_alive(await queue.workers_alive())
     except Exception as error:  # a scrape must not fail because the queue is down; the gauges keep old values
         logger.warning("cannot refresh queue gauges: %s", error)
