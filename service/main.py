@@ -14,7 +14,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,9 +26,7 @@ from service.config import Settings
 from service.density import DensityScorer
 from service.metrics import observe_request
 from service.web import add_web_routes
-
-if TYPE_CHECKING:
-    from service.worker.loop import WorkerObserver
+from service.worker.observers import MetricsObserver, WorkerObserver
 
 __all__ = ["MULTIPART_ALLOWANCE", "RequestMetricsMiddleware", "ServedModelObserver", "create_app"]
 
@@ -116,7 +113,7 @@ class ServedModelObserver:
 
 async def _run_embedded_worker(services: Services, stop: asyncio.Event) -> None:
     """The in-process worker; a crash is recorded for /readyz instead of vanishing silently."""
-    from service.worker.loop import MetricsObserver, run_worker  # imported on use: API-only processes never load torch
+    from service.worker.loop import run_worker  # imported on use: API-only processes never load torch
 
     observer = ServedModelObserver(MetricsObserver(), services)
     try:

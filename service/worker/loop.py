@@ -24,90 +24,23 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from service import codec
 from service.config import Settings
 from service.errors import status_of
 from service.queue.base import Job, JobQueue, JobResult, QueueUnavailableError
 from service.worker.batching import collect_batch, group_by_shape
+from service.worker.observers import NullObserver, WorkerObserver, default_observer
 from service.worker.plan import ImagePlan, Piece
 from service.worker.runner import ItemOutput, Runner
 from service.worker.tiling import check_compute, count_tiles
 
-__all__ = ["MetricsObserver", "NullObserver", "Worker", "WorkerObserver", "run_worker"]
+__all__ = ["Worker", "run_worker"]
 
 logger = logging.getLogger(__name__)
 
 _TAKE_BLOCK_MS = 250  # how long one take waits for a first job; bounds how late a stop request is noticed
 _RETRY_MIN_S, _RETRY_MAX_S = 0.1, 2.0  # pause after the queue was unreachable: doubles per failure up to the max
-
-
-class WorkerObserver(Protocol):
-    """Hooks the worker calls for metrics (``MetricsObserver`` forwards them to ``service.metrics``)."""
-
-    def batch(self, size: int, waits_s: Sequence[float], compute_s: float) -> None:
-        """One forward of ``size`` items; ``waits_s`` are the queue waits of jobs starting with it."""
-
-    def job(self, outcome: str, duration_s: float | None) -> None:
-        """One finished job (ok, failed, poisoned, expired) and its submit-to-result time."""
-
-    def gpu_memory(self, stats: dict[str, int]) -> None:
-        """CUDA memory figures after a batch."""
-
-    def model_info(self, variant: str, version: str, device: str, dtype: str) -> None:
-        """The served model, once it is loaded."""
-
-    def cancelled_tiles(self, count: int) -> None:
-        """Tiles not computed because their job was cancelled or expired while it ran."""
-
-
-class NullObserver:
-    """Records nothing."""
-
-    def batch(self, size: int, waits_s: Sequence[float], compute_s: float) -> None:
-        """Ignore."""
-
-    def job(self, outcome: str, duration_s: float | None) -> None:
-        """Ignore."""
-
-    def gpu_memory(self, stats: dict[str, int]) -> None:
-        """Ignore."""
-
-    def model_info(self, variant: str, version: str, device: str, dtype: str) -> None:
-        """Ignore."""
-
-    def cancelled_tiles(self, count: int) -> None:
-        """Ignore."""
-
-
-class MetricsObserver:
-    """Forwards the hooks to the helpers of ``service.metrics`` (the Prometheus metrics of the contract)."""
-
-    def __init__(self) -> None:
-        from service import metrics
-
-        self._metrics = metrics
-
-    def batch(self, size: int, waits_s: Sequence[float], compute_s: float) -> None:
-        """dehaze_batch_size, dehaze_queue_wait_seconds (per job), dehaze_compute_seconds (per forward)."""
-        self._metrics.observe_batch(size, waits_s, compute_s)
-
-    def job(self, outcome: str, duration_s: float | None) -> None:
-        """dehaze_jobs_total{outcome} and dehaze_job_duration_seconds."""
-        self._metrics.record_job(outcome, duration_s)
-
-    def gpu_memory(self, stats: dict[str, int]) -> None:
-        """dehaze_gpu_memory_bytes{kind}."""
-        self._metrics.set_gpu_memory(stats["allocated"], stats["reserved"], stats["max_allocated"])
-
-    def model_info(self, variant: str, version: str, device: str, dtype: str) -> None:
-        """dehaze_model_info."""
-        self._metrics.set_model_info(variant, version, device, dtype)
-
-    def cancelled_tiles(self, count: int) -> None:
-        """dehaze_cancelled_tiles_total."""
-        self._metrics.record_cancelled_tiles(count)
 
 
 @dataclass
@@ -398,13 +331,6 @@ class Worker:
         self.observer.job(outcome, max(0.0, self.clock() - job.enqueued_at))
 
 
-def _default_observer() -> WorkerObserver:
-    try:
-        return MetricsObserver()
-    except ImportError:
-        return NullObserver()
-
-
 def _warm_up_shapes(settings: Settings) -> list[tuple[int, int]]:
     small = settings.bucket_multiple
     return [(small, small), (settings.tile_size, settings.tile_size)]
@@ -431,7 +357,7 @@ async def run_worker(
         runner: a ready runner (tests); default loads ``settings.artifact_path()``.
         observer: metric hooks; default ``MetricsObserver``.
     """
-    observer = observer or _default_observer()
+    observer = observer or default_observer()
     if settings.torch_threads:
         import torch
 

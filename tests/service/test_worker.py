@@ -15,7 +15,8 @@ from PIL import Image
 from service.config import Settings
 from service.queue.base import Job, JobQueue, JobResult
 from service.queue.memory import MemoryQueue
-from service.worker.loop import NullObserver, run_worker
+from service.worker.loop import run_worker
+from service.worker.observers import NullObserver
 from service.worker.runner import Runner, from_tensor, infer_image, to_tensor
 
 
