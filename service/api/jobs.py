@@ -12,7 +12,7 @@ import contextlib
 import logging
 import math
 import time
-from typing import Any
+from dataclasses import dataclass
 
 from fastapi import Request
 
@@ -24,20 +24,36 @@ from service.queue.base import (
     Job,
     JobQueue,
     JobResult,
+    OutputSpec,
     QueueError,
     QueueFullError,
     QueueUnavailableError,
     ResultTimeoutError,
 )
-from service.worker.tiling import check_compute
+from service.worker.tiling import check_compute, count_tiles
 
-__all__ = ["check_image", "run_job"]
+__all__ = ["ImageProbe", "check_image", "run_job"]
 
 logger = logging.getLogger(__name__)
 
 
-async def check_image(data: bytes, settings: Settings, compute_budget: int | None = None) -> tuple[int, int]:
-    """Width and height from the image header, before anything is decoded (in a thread).
+@dataclass(frozen=True)
+class ImageProbe:
+    """What the API read from an upload's header; it travels on the job, so the worker parses no header.
+
+    Attributes:
+        width: the displayed width (after EXIF orientation).
+        height: the displayed height.
+        tiles: the tiles the worker will cut the image into (its cost in a batch).
+    """
+
+    width: int
+    height: int
+    tiles: int
+
+
+async def check_image(data: bytes, settings: Settings, compute_budget: int | None = None) -> ImageProbe:
+    """Size and tile count from the image header, before anything is decoded (in a thread).
 
     Args:
         data: the upload.
@@ -54,13 +70,13 @@ async def check_image(data: bytes, settings: Settings, compute_budget: int | Non
         raise ApiError(error.status, str(error)) from error
 
 
-def _check(data: bytes, settings: Settings, compute_budget: int | None) -> tuple[int, int]:
+def _check(data: bytes, settings: Settings, compute_budget: int | None) -> ImageProbe:
     width, height = codec.probe_image(data, settings.max_pixels)
     if compute_budget is not None:
         check_compute(
             height, width, settings.tile_size, settings.tile_overlap, settings.bucket_multiple, compute_budget
         )
-    return width, height
+    return ImageProbe(width, height, count_tiles(height, width, settings.tile_size, settings.tile_overlap))
 
 
 async def run_job(
@@ -68,8 +84,8 @@ async def run_job(
     queue: JobQueue,
     settings: Settings,
     payload: bytes,
-    options: dict[str, Any],
-    size: tuple[int, int] = (0, 0),
+    output: OutputSpec,
+    probe: ImageProbe,
 ) -> JobResult:
     """Submit one job and wait for its result, cancelling it if the client disconnects.
 
@@ -78,8 +94,8 @@ async def run_job(
         queue: the job queue.
         settings: the request timeout.
         payload: the checked upload.
-        options: the output options of the job.
-        size: the upload's (width, height) from ``check_image``; the worker plans its batches from it.
+        output: what the worker encodes.
+        probe: the upload's size and tiles from ``check_image``; the worker batches and checks by them.
 
     Raises:
         ApiError: 503 (with Retry-After) when the queue is full, 503 when it is unreachable, 504 when no
@@ -87,13 +103,13 @@ async def run_job(
             from the worker, e.g. a result Redis could not store, carries Retry-After too).
         ClientDisconnectedError: when the client disconnected first.
     """
-    width, height = size
     job = Job(
         payload=payload,
-        options=options,
+        output=output,
         deadline=time.time() + settings.request_timeout_s,
-        width=width,
-        height=height,
+        width=probe.width,
+        height=probe.height,
+        tiles=probe.tiles,
     )
     try:
         await queue.submit(job)

@@ -4,7 +4,8 @@ It lives in one event loop: the API's request handlers and the embedded worker s
 promises as the Redis backend where they make sense in one process: a bounded length checked before anything is
 stored, results handed to the waiting request, cancellation, a length that counts waiting plus running jobs, and
 worker liveness from heartbeats. There is no redelivery: a job taken by a worker that crashes is lost with the
-process anyway.
+process anyway. So this queue never gives up on a job (it holds ``Job`` objects: nothing to parse either), and the
+``on_poisoned`` handler of ``take`` is never called.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 
-from service.queue.base import Job, JobResult, QueueFullError, QueueUnavailableError, ResultTimeoutError
+from service.queue.base import (
+    Job,
+    JobResult,
+    PoisonedHandler,
+    QueueFullError,
+    QueueUnavailableError,
+    ResultTimeoutError,
+)
 
 __all__ = ["MemoryQueue"]
 
@@ -106,8 +114,8 @@ class MemoryQueue:
         return not self._closed
 
     # -- worker side ----------------------------------------------------------------------------
-    async def take(self, max_jobs: int, block_ms: int) -> list[Job]:
-        """Up to ``max_jobs`` waiting jobs, waiting at most ``block_ms`` for the first one."""
+    async def take(self, max_jobs: int, block_ms: int, on_poisoned: PoisonedHandler | None = None) -> list[Job]:
+        """Up to ``max_jobs`` waiting jobs, waiting at most ``block_ms`` for the first one (never poisoned ones)."""
         if max_jobs < 1:
             return []
         if not self._waiting and block_ms > 0:

@@ -1,9 +1,10 @@
 """The Redis Streams job queue: many API replicas and many workers on one Redis.
 
 Keys (``p`` = ``settings.queue_name``):
-    ``p:jobs``                 stream of small entries (``id``, ``enqueued_at``, ``deadline``, ``options`` JSON),
-                               consumer group ``workers`` (created with the stream by the first submission, or by a
-                               worker with MKSTREAM; re-created after a NOGROUP error)
+    ``p:jobs``                 stream of small entries (``id``, ``enqueued_at``, ``deadline``, ``options``: the
+                               ``OutputSpec`` as JSON, ``width``, ``height``, ``tiles``), consumer group ``workers``
+                               (created with the stream by the first submission, or by a worker with MKSTREAM;
+                               re-created after a NOGROUP error)
     ``p:payload:<job id>``     the uploaded bytes (SET ... EX ``result_ttl_s``)
     ``p:result:<job id>``      a list holding the encoded result; the request BLPOPs it (EXPIRE ``result_ttl_s``)
     ``p:fallback:<job id>``    a list holding a small 503 result, written at submission (EXPIRE ``result_ttl_s``)
@@ -19,7 +20,8 @@ and no trimming can drop a pending job (deleting only delivered entries also kee
 Workers take new entries with ``XREADGROUP``; a job whose worker died stays pending and is taken over with
 ``XAUTOCLAIM`` once idle for ``claim_idle_ms`` (a live worker refreshes the idle time of the jobs it holds with every
 heartbeat, so slow batches are not stolen). A job delivered more than ``delivery_limit`` times is answered with a
-500 error ("job failed N times; giving up") and removed.
+500 error ("job failed N times; giving up") and removed; so is an entry this version cannot read ("the job cannot be
+read: ..."), at once, instead of failing every worker that takes it. Both go to ``take``'s ``on_poisoned``.
 
 Redis at its ``maxmemory`` (policy ``noeviction``) refuses every command that may grow memory. Submission then
 fails as a full queue (503 with Retry-After) and stores nothing. A worker whose result cannot be stored any more
@@ -56,7 +58,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from service.config import Settings
-from service.queue.base import Job, JobResult, QueueFullError, QueueUnavailableError, ResultTimeoutError
+from service.queue.base import (
+    Job,
+    JobResult,
+    OutputSpec,
+    PoisonedHandler,
+    QueueFullError,
+    QueueUnavailableError,
+    ResultTimeoutError,
+)
 
 __all__ = ["CONSUMER_GROUP", "RedisStreamsQueue", "decode_result", "encode_result", "stream_key"]
 
@@ -78,7 +88,7 @@ redis.call('RPUSH', KEYS[3], ARGV[8])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[2])
 redis.call('XADD', KEYS[1], '*', 'id', ARGV[4], 'enqueued_at', ARGV[5], 'deadline', ARGV[6], 'options', ARGV[7],
-           'width', ARGV[9], 'height', ARGV[10])
+           'width', ARGV[9], 'height', ARGV[10], 'tiles', ARGV[12])
 return 1
 """
 _UNSTORED_MESSAGE = "the result could not be stored: the queue's Redis is full (maxmemory); try again later"
@@ -112,6 +122,25 @@ def decode_result(blob: bytes) -> JobResult:
     offset += max(0, image_len)
     depth = blob[offset : offset + depth_len] if depth_len >= 0 else None
     return JobResult(**fields, image=image, depth=depth)
+
+
+def _job_from_entry(job_id: str, fields: dict[bytes, bytes], payload: bytes, deliveries: int) -> Job:
+    """The job a stream entry describes (the inverse of ``submit``'s script); absent fields take their defaults.
+
+    Raises:
+        ValueError: a field this version cannot read (e.g. an output spec with an unknown key).
+    """
+    return Job(
+        payload=payload,
+        output=OutputSpec.from_wire(fields.get(b"options", b"{}")),
+        id=job_id,
+        enqueued_at=float(fields.get(b"enqueued_at", b"0")),
+        deadline=float(fields.get(b"deadline", b"inf")),
+        deliveries=deliveries,
+        width=int(fields.get(b"width", b"0")),
+        height=int(fields.get(b"height", b"0")),
+        tiles=int(fields.get(b"tiles", b"0")),
+    )
 
 
 class RedisStreamsQueue:
@@ -156,7 +185,6 @@ class RedisStreamsQueue:
         self._group_ready = False
         self._last_claim = -math.inf
         self._in_hand: dict[str, bytes] = {}  # job id -> stream entry id, for XACK/XDEL and idle refresh
-        self.on_poisoned: Callable[[Job], None] | None = None
 
     @staticmethod
     def _client(url: str, socket_timeout: float | None) -> aioredis.Redis:
@@ -236,11 +264,12 @@ class RedisStreamsQueue:
             job.id,
             repr(job.enqueued_at),
             repr(job.deadline),
-            json.dumps(job.options),
+            job.output.to_wire(),
             encode_result(JobResult.failure(job.id, 503, _UNSTORED_MESSAGE)),
             job.width,
             job.height,
             CONSUMER_GROUP,
+            job.tiles,
         ]
         keys = [self._stream, self._key("payload", job.id), self._key("fallback", job.id)]
         added = await self._call(lambda: self._submit(keys=keys, args=args))
@@ -298,8 +327,11 @@ class RedisStreamsQueue:
             return False
 
     # -- worker side ----------------------------------------------------------------------------
-    async def take(self, max_jobs: int, block_ms: int) -> list[Job]:
-        """Reclaim idle jobs of dead workers (periodically), then read new entries; skip cancelled/expired jobs."""
+    async def take(self, max_jobs: int, block_ms: int, on_poisoned: PoisonedHandler | None = None) -> list[Job]:
+        """Reclaim idle jobs of dead workers (periodically), then read new entries; skip cancelled/expired jobs.
+
+        Jobs past the delivery limit and unreadable entries are answered with a 500 and go to ``on_poisoned``.
+        """
         if max_jobs < 1:
             return []
         entries: list[tuple[bytes, dict[bytes, bytes], int]] = []
@@ -310,7 +342,7 @@ class RedisStreamsQueue:
             block = None if entries or block_ms <= 0 else block_ms
             fresh = await self._with_group(lambda: self._read_new(max_jobs - len(entries), block))
             entries.extend(fresh)
-        return await self._to_jobs(entries)
+        return await self._to_jobs(entries, on_poisoned)
 
     async def _read_new(self, count: int, block_ms: int | None) -> list[tuple[bytes, dict[bytes, bytes], int]]:
         read = self._blocking.xreadgroup(
@@ -341,7 +373,9 @@ class RedisStreamsQueue:
             out.append((entry_id, fields, deliveries))
         return out
 
-    async def _to_jobs(self, entries: list[tuple[bytes, dict[bytes, bytes], int]]) -> list[Job]:
+    async def _to_jobs(
+        self, entries: list[tuple[bytes, dict[bytes, bytes], int]], on_poisoned: PoisonedHandler | None
+    ) -> list[Job]:
         """Fetch payloads; fail poisoned jobs, drop cancelled or expired ones, hand the rest out."""
         if not entries:
             return []
@@ -356,19 +390,15 @@ class RedisStreamsQueue:
         jobs: list[Job] = []
         for index, ((entry_id, fields, deliveries), job_id) in enumerate(zip(entries, ids, strict=True)):
             payload, cancelled = replies[2 * index], replies[2 * index + 1]
-            job = Job(
-                payload=payload or b"",
-                options=json.loads(fields.get(b"options", b"{}")),
-                id=job_id,
-                enqueued_at=float(fields.get(b"enqueued_at", b"0")),
-                deadline=float(fields.get(b"deadline", b"inf")),
-                deliveries=deliveries,
-                width=int(fields.get(b"width", b"0")),
-                height=int(fields.get(b"height", b"0")),
-            )
             self._in_hand[job_id] = entry_id
+            try:
+                job = _job_from_entry(job_id, fields, payload or b"", deliveries)
+            except ValueError as error:
+                await self._give_up(Job(payload=b"", id=job_id), f"the job cannot be read: {error}", on_poisoned)
+                continue
             if deliveries > self._delivery_limit:
-                await self._give_up(job)
+                message = f"job failed {deliveries - 1} times; giving up"
+                await self._give_up(job, message, on_poisoned)
             elif cancelled or payload is None:
                 logger.info("skipping job %s (%s)", job_id, "cancelled" if cancelled else "payload expired")
                 await self._settle(job_id, None)
@@ -376,12 +406,15 @@ class RedisStreamsQueue:
                 jobs.append(job)
         return jobs
 
-    async def _give_up(self, job: Job) -> None:
-        failed = job.deliveries - 1
-        logger.error("job %s failed %d times; giving up", job.id, failed)
-        await self._settle(job.id, JobResult.failure(job.id, 500, f"job failed {failed} times; giving up"))
-        if self.on_poisoned is not None:
-            self.on_poisoned(job)
+    async def _give_up(self, job: Job, message: str, on_poisoned: PoisonedHandler | None) -> None:
+        """Answer the job with a 500 saying why, remove it, and report it.
+
+        An unreadable entry is reported as a stand-in ``Job`` with only its id: its submission time counts as now.
+        """
+        logger.error("giving up job %s: %s", job.id, message)
+        await self._settle(job.id, JobResult.failure(job.id, 500, message))
+        if on_poisoned is not None:
+            on_poisoned(job)
 
     async def finish(self, result: JobResult) -> None:
         """Store the result (unless the job was cancelled), then XACK + XDEL its entry."""

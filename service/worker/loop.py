@@ -1,15 +1,16 @@
 """The worker: take batches of jobs from the queue, decode, compute, stitch, encode, hand back the results.
 
-One iteration: ``collect_batch`` closes a batch (full by tiles, counted from the size the API read from the header
-and sent with the job: the worker parses nothing on the event loop); jobs past their deadline are answered as
-expired; the rest are checked against the per-request compute budget and decoded in a thread (a job that cannot
-be decoded, or would cost too much, fails alone); their pieces are grouped by shape into forwards of at most
-``max_batch_size`` items, run in a thread so the event loop (and, in embedded mode, the API) stays responsive; a
-job is encoded and finished as soon as its last piece is done. Jobs cancelled before they start never reach the
-worker (the queue skips them in ``take``); before every further forward the worker asks the queue which of its jobs
-were cancelled since (the client went away or timed out) and drops those, and the ones past their deadline, with
-the rest of their tiles: no forward is spent on a request nobody waits for (``cancelled`` and ``expired`` outcomes,
-and ``dehaze_cancelled_tiles_total``).
+One iteration: ``collect_batch`` closes a batch (full by tiles: the API counted them from the image's header and
+sent the count with the job, so the worker never parses a header); jobs past their deadline are answered as
+expired; the rest are checked against the per-request compute budget (from the size on the job) and decoded in a
+thread (a job that cannot be decoded, would cost too much, or decodes to another size than its header announced,
+fails alone); their pieces are grouped by shape into forwards of at most ``max_batch_size`` items, run in a thread
+so the event loop (and, in embedded mode, the API) stays responsive; a job is encoded and finished as soon as its
+plan has no piece missing. Jobs cancelled before they start never reach the worker (the queue skips them in
+``take``); before every further forward the worker asks the queue which of its jobs were cancelled since (the
+client went away or timed out) and drops those, and the ones past their deadline, with the rest of their tiles: no
+forward is spent on a request nobody waits for (``cancelled`` and ``expired`` outcomes, and
+``dehaze_cancelled_tiles_total``). Jobs the queue gives up on (``take``'s ``on_poisoned``) count as ``poisoned``.
 When ``stop`` is set the worker finishes the jobs it holds and returns. An unreachable queue (Redis restarting)
 does not end it: it pauses, retries with backoff and carries on once the queue answers again.
 """
@@ -23,17 +24,19 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+import numpy as np
 
 from service import codec
 from service.config import Settings
-from service.errors import status_of
+from service.errors import MalformedImageError, status_of
 from service.queue.base import Job, JobQueue, JobResult, QueueUnavailableError
 from service.worker.batching import collect_batch, group_by_shape
 from service.worker.observers import NullObserver, WorkerObserver, default_observer
 from service.worker.plan import ImagePlan, Piece
 from service.worker.runner import ItemOutput, Runner
-from service.worker.tiling import check_compute, count_tiles
+from service.worker.tiling import check_compute
 
 __all__ = ["Worker", "run_worker"]
 
@@ -54,10 +57,6 @@ class _Work:
     compute_ms: float = 0.0
     error: str | None = None
     abandoned: bool = False
-    pending: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.pending = len(self.plan.pieces)
 
 
 class Worker:
@@ -89,10 +88,9 @@ class Worker:
         self.observer: WorkerObserver = observer or NullObserver()
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.clock = clock
-        if hasattr(queue, "on_poisoned"):
-            queue.on_poisoned = self._poisoned
 
     def _poisoned(self, job: Job) -> None:
+        """The queue gave up on ``job`` (and answered it): count it."""
         self.observer.job("poisoned", max(0.0, self.clock() - job.enqueued_at))
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
@@ -148,7 +146,7 @@ class Worker:
 
         async def take(max_jobs: int, block_ms: int) -> list[Job]:
             try:
-                jobs = await self.queue.take(max_jobs, block_ms)
+                jobs = await self.queue.take(max_jobs, block_ms, on_poisoned=self._poisoned)
             except QueueUnavailableError:
                 if not taken:
                     raise
@@ -166,14 +164,13 @@ class Worker:
             block_ms=_TAKE_BLOCK_MS,
         )
 
-    def _cost(self, job: Job) -> int:
-        """Tiles a job will bring, from the size the API sent with it (1 when unknown: it is checked at decode).
+    @staticmethod
+    def _cost(job: Job) -> int:
+        """Tiles a job will bring, as the API counted them (1 when unknown).
 
         Nothing is parsed here: this runs on the event loop, which in embedded mode also serves the API.
         """
-        if job.width < 1 or job.height < 1:
-            return 1
-        return count_tiles(job.height, job.width, self.settings.tile_size, self.settings.tile_overlap)
+        return max(1, job.tiles)
 
     # -- one batch ------------------------------------------------------------------------------
     async def process(self, jobs: list[Job]) -> None:
@@ -204,7 +201,7 @@ class Worker:
             seconds = await self._forward(group, waits if index == 0 else [])
             total_compute += seconds
             for work in {id(w): w for w, _ in group}.values():
-                if work.pending == 0:
+                if work.plan.done:
                     await self._complete(work)
         logger.info(
             "batch jobs=%s tiles=%d forwards=%d max_wait_ms=%.1f compute_ms=%.1f",
@@ -220,7 +217,7 @@ class Worker:
 
     async def _drop_abandoned(self, works: list[_Work]) -> None:
         """Finish the unfinished jobs whose request was cancelled or whose deadline passed, skipping their tiles."""
-        running = [work for work in works if work.pending > 0 and not work.abandoned and work.error is None]
+        running = [work for work in works if not work.plan.done and not work.abandoned and work.error is None]
         if not running:
             return
         try:
@@ -238,8 +235,9 @@ class Worker:
             else:
                 continue
             work.abandoned = True
-            logger.info("job %s %s: %d of %d tiles skipped", job.id, outcome, work.pending, len(work.plan.pieces))
-            self.observer.cancelled_tiles(work.pending)
+            missing = work.plan.missing
+            logger.info("job %s %s: %d of %d tiles skipped", job.id, outcome, missing, len(work.plan.pieces))
+            self.observer.cancelled_tiles(missing)
             await self._finish(job, result, outcome)
 
     def _decode_all(self, jobs: list[Job]) -> list[_Work | JobResult]:
@@ -249,9 +247,11 @@ class Worker:
         for job in jobs:
             t0 = time.perf_counter()
             try:
-                width, height = codec.probe_image(job.payload, cfg.max_pixels)
-                check_compute(height, width, cfg.tile_size, cfg.tile_overlap, cfg.bucket_multiple, self.compute_budget)
+                check_compute(
+                    job.height, job.width, cfg.tile_size, cfg.tile_overlap, cfg.bucket_multiple, self.compute_budget
+                )
                 image = codec.decode_image(job.payload, cfg.max_pixels)
+                _check_size(job, image)
                 plan = ImagePlan(image, cfg.tile_size, cfg.tile_overlap, cfg.bucket_multiple)
             except Exception as error:
                 status = status_of(error)
@@ -273,12 +273,14 @@ class Worker:
         outputs, seconds = await asyncio.to_thread(compute)
         self.observer.batch(len(group), waits, seconds)
         for (work, piece), output in zip(group, outputs, strict=True):
-            work.pending -= 1
             work.compute_ms += 1000.0 * seconds / len(group)
             if isinstance(output, Exception):
                 work.error = work.error or f"processing failed: {type(output).__name__}: {output}"
+                work.plan.skip()
             elif work.error is None:
                 work.plan.add(piece, *output)
+            else:  # an earlier piece of this image failed: its job fails, this output is not needed
+                work.plan.skip()
         return seconds
 
     async def _complete(self, work: _Work) -> None:
@@ -295,21 +297,15 @@ class Worker:
         await self._finish(job, result, "ok" if result.ok else "failed")
 
     def _encode(self, work: _Work) -> JobResult:
-        job, options = work.job, work.job.options
+        job, spec = work.job, work.job.output
         t0 = time.perf_counter()
         dehazed, depth = work.plan.outputs()
-        fmt = str(options.get("format", "png")).lower()
-        quality = int(options.get("quality", self.settings.default_quality))
-        image = codec.encode_image(dehazed, fmt, quality) if options.get("want_image", True) else None
-        depth_bytes = (
-            codec.encode_depth(depth, bool(options.get("depth_colormap", False)))
-            if options.get("want_depth", False)
-            else None
-        )
+        image = codec.encode_image(dehazed, spec.format, spec.quality) if spec.want_image else None
+        depth_bytes = codec.encode_depth(depth, spec.depth_colormap) if spec.want_depth else None
         return JobResult(
             job_id=job.id,
             image=image,
-            image_media_type=codec.media_type(fmt) if image is not None else None,
+            image_media_type=codec.media_type(spec.format) if image is not None else None,
             depth=depth_bytes,
             width=int(dehazed.shape[1]),
             height=int(dehazed.shape[0]),
@@ -329,6 +325,19 @@ class Worker:
             logger.exception("job %s: the result could not be stored", job.id)
             return
         self.observer.job(outcome, max(0.0, self.clock() - job.enqueued_at))
+
+
+def _check_size(job: Job, image: np.ndarray) -> None:
+    """Refuse an image that decodes to another size than the one the API probed from its header and priced.
+
+    Raises:
+        MalformedImageError: the sizes differ (HTTP 422); a job without a size (0×0) always does.
+    """
+    height, width = image.shape[:2]
+    if (width, height) != (job.width, job.height):
+        raise MalformedImageError(
+            f"the image decodes to {width}x{height} pixels, but its header says {job.width}x{job.height}"
+        )
 
 
 def _warm_up_shapes(settings: Settings) -> list[tuple[int, int]]:

@@ -129,13 +129,13 @@ async def count_commands(url: str, client: redis.Redis, image: bytes, jobs: int)
     api, queue = RedisStreamsQueue.from_settings(settings), RedisStreamsQueue.from_settings(settings)
     worker = Worker(queue, settings, _identity_runner())
     width, height = Image.open(io.BytesIO(image)).size
-    first = Job(payload=image, options={}, deadline=time.time() + 60, width=width, height=height)
+    first = Job(payload=image, deadline=time.time() + 60, width=width, height=height)
     await api.submit(first)  # connections, the script and the group exist before counting starts
     await worker.process(await worker.collect())
     await api.wait_result(first.id, 30)
     client.config_resetstat()
     for _ in range(jobs):
-        job = Job(payload=image, options={}, deadline=time.time() + 60, width=width, height=height)
+        job = Job(payload=image, deadline=time.time() + 60, width=width, height=height)
         await api.submit(job)
         taken: list[Job] = []
         while not taken:
@@ -169,12 +169,12 @@ async def fill(url: str, client: redis.Redis, payload: bytes, jobs: int) -> dict
     """Memory of ``jobs`` queued jobs (no worker), per job: the keys' own size (``MEMORY USAGE`` of the payload and
     fallback keys plus the stream's growth) and Redis's ``used_memory`` growth (which also counts buffers)."""
     api = RedisStreamsQueue(url, max_length=10_000)
-    await api.submit(Job(payload=b"x", options={}, deadline=1e12))
+    await api.submit(Job(payload=b"x", deadline=1e12))
     stream = "dehaze:jobs"
     before, stream_before = int(client.info("memory")["used_memory"]), int(client.memory_usage(stream) or 0)
     ids = []
     for _ in range(jobs):
-        job = Job(payload=payload, options={"format": "png"}, deadline=time.time() + 120, width=620, height=460)
+        job = Job(payload=payload, deadline=time.time() + 120, width=620, height=460)
         await api.submit(job)
         ids.append(job.id)
     after = int(client.info("memory")["used_memory"])
@@ -200,7 +200,7 @@ async def throughput(url: str, client: redis.Redis, folder: Path, payload: bytes
         nonlocal unavailable
         while pending:
             pending.pop()
-            job = Job(payload=payload, options={}, deadline=time.time() + 600)
+            job = Job(payload=payload, deadline=time.time() + 600)
             started = time.perf_counter()
             while True:
                 try:
@@ -220,7 +220,7 @@ async def throughput(url: str, client: redis.Redis, folder: Path, payload: bytes
                 await worker.finish(JobResult(job_id=job.id, image=job.payload, image_media_type="image/png"))
                 done += 1
 
-    await api.submit(Job(payload=b"x", options={}, deadline=1e12))  # connect, load the script, create the group
+    await api.submit(Job(payload=b"x", deadline=1e12))  # connect, load the script, create the group
     (warm,) = await worker.take(1, block_ms=1000)
     await worker.finish(JobResult(job_id=warm.id))
     await api.wait_result(warm.id, 10)

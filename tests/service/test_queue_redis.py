@@ -9,7 +9,15 @@ import pytest
 import redis
 
 from service.config import Settings
-from service.queue.base import Job, JobQueue, JobResult, QueueFullError, QueueUnavailableError, ResultTimeoutError
+from service.queue.base import (
+    Job,
+    JobQueue,
+    JobResult,
+    OutputSpec,
+    QueueFullError,
+    QueueUnavailableError,
+    ResultTimeoutError,
+)
 from service.queue.factory import make_queue
 from service.queue.memory import MemoryQueue
 from service.queue.redis_streams import CONSUMER_GROUP, RedisStreamsQueue, decode_result, encode_result, stream_key
@@ -39,12 +47,14 @@ def test_factory_picks_the_backend(redis_url: str) -> None:
 def test_submit_take_finish_wait(redis_url: str) -> None:
     async def scenario() -> None:
         api, worker = make(redis_url), make(redis_url)
-        job = Job(payload=b"\x00\xffbytes", options={"format": "webp", "want_depth": True}, deadline=1e12)
+        spec = OutputSpec(format="webp", quality=75, want_depth=True)
+        job = Job(payload=b"\x00\xffbytes", output=spec, deadline=1e12, width=700, height=300, tiles=2)
         await api.submit(job)
         assert await api.length() == 1
         (taken,) = await worker.take(4, block_ms=100)
-        assert (taken.id, taken.payload, taken.options, taken.deliveries) == (job.id, job.payload, job.options, 1)
+        assert (taken.id, taken.payload, taken.output, taken.deliveries) == (job.id, job.payload, spec, 1)
         assert taken.enqueued_at == job.enqueued_at and taken.deadline == 1e12
+        assert (taken.width, taken.height, taken.tiles) == (700, 300, 2)
         assert await api.length() == 1  # in progress still counts
         await worker.finish(JobResult(job_id=job.id, image=b"out", depth=b"d", width=5))
         result = await api.wait_result(job.id, timeout_s=2)
@@ -179,14 +189,14 @@ def test_poisoned_job_fails_after_the_delivery_limit(redis_url: str) -> None:
         await api.submit(job)
         consumers = [make(redis_url, delivery_limit=2) for _ in range(3)]
         poisoned: list[str] = []
-        consumers[2].on_poisoned = lambda j: poisoned.append(j.id)
-        assert len(await consumers[0].take(1, block_ms=100)) == 1
+        assert len(await consumers[0].take(1, block_ms=100, on_poisoned=lambda j: poisoned.append(j.id))) == 1
         await asyncio.sleep(0.15)
         consumers[1]._last_claim = float("-inf")
         assert [j.deliveries for j in await consumers[1].take(1, block_ms=10)] == [2]
         await asyncio.sleep(0.15)
         consumers[2]._last_claim = float("-inf")
-        assert await consumers[2].take(1, block_ms=10) == []
+        assert poisoned == []
+        assert await consumers[2].take(1, block_ms=10, on_poisoned=lambda j: poisoned.append(j.id)) == []
         result = await api.wait_result(job.id, 1)
         assert not result.ok and result.error_status == 500 and result.error == "job failed 2 times; giving up"
         assert poisoned == [job.id] and await api.length() == 0
@@ -194,6 +204,49 @@ def test_poisoned_job_fails_after_the_delivery_limit(redis_url: str) -> None:
             await queue.close()
 
     asyncio.run(scenario())
+
+
+def add_entry(url: str, job_id: str, options: bytes, **extra: bytes) -> None:
+    """A stream entry and its payload written directly, as another version of the service might have."""
+    client = redis.Redis.from_url(url)
+    client.set(f"dehaze:payload:{job_id}", b"p", ex=60)
+    fields = {b"id": job_id.encode(), b"enqueued_at": b"1.5", b"deadline": b"1e12", b"options": options, **extra}
+    client.xadd(stream_key("dehaze"), fields)
+    client.close()
+
+
+def test_an_unreadable_entry_is_answered_and_poisoned_at_once(redis_url: str) -> None:
+    async def scenario() -> None:
+        api, worker = make(redis_url), make(redis_url)
+        await worker.take(1, block_ms=0)  # creates the consumer group
+        add_entry(redis_url, "odd", b'{"format": "png", "sepia": true}')
+        poisoned: list[str] = []
+        assert await worker.take(4, block_ms=100, on_poisoned=lambda j: poisoned.append(j.id)) == []
+        result = await api.wait_result("odd", 1)
+        assert not result.ok and result.error_status == 500
+        assert result.error == "the job cannot be read: unknown output spec keys ['sepia']"
+        assert poisoned == ["odd"] and await api.length() == 0
+        await api.close()
+        await worker.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_entry_of_the_previous_format_is_read(redis_url: str) -> None:
+    """Entries written before the output spec and the tile count: options without quality, no ``tiles`` field."""
+
+    async def scenario() -> Job:
+        worker = make(redis_url)
+        await worker.take(1, block_ms=0)
+        options = b'{"format": "png", "want_image": false, "want_depth": true, "depth_colormap": true}'
+        add_entry(redis_url, "old", options, width=b"40", height=b"30")
+        (job,) = await worker.take(1, block_ms=100)
+        await worker.close()
+        return job
+
+    job = asyncio.run(scenario())
+    assert job.output == OutputSpec(want_image=False, want_depth=True, depth_colormap=True)
+    assert (job.id, job.payload, job.enqueued_at, job.width, job.height, job.tiles) == ("old", b"p", 1.5, 40, 30, 0)
 
 
 def test_unavailable_then_reconnects_and_recreates_the_group(redis_server: Any, redis_url: str) -> None:
@@ -269,13 +322,13 @@ def test_consumer_group_lag_and_pending_tell_an_autoscaler_waiting_and_running_j
     async def scenario() -> None:
         api, worker = make(redis_url), make(redis_url)
         for _ in range(3):
-            await api.submit(Job(payload=b"x", options={}, deadline=1e12))
+            await api.submit(Job(payload=b"x", deadline=1e12))
         assert lag_and_pending() == (3, 0)  # no worker has run yet
         taken = await worker.take(2, block_ms=100)
         assert lag_and_pending() == (1, 2)
         await worker.finish(JobResult.failure(taken[0].id, 500, "done"))
         assert lag_and_pending() == (1, 1)
-        await api.submit(Job(payload=b"y", options={}, deadline=1e12))
+        await api.submit(Job(payload=b"y", deadline=1e12))
         assert lag_and_pending() == (2, 1)
         for job in [taken[1], *await worker.take(4, block_ms=100)]:
             await worker.finish(JobResult.failure(job.id, 500, "done"))

@@ -12,8 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+from service.api.jobs import check_image
 from service.config import Settings
-from service.queue.base import Job, JobQueue, JobResult
+from service.queue.base import Job, JobQueue, JobResult, OutputSpec
 from service.queue.memory import MemoryQueue
 from service.worker.loop import run_worker
 from service.worker.observers import NullObserver
@@ -98,8 +99,14 @@ async def with_worker(
         await asyncio.wait_for(task, 30)
 
 
-async def submit_all(queue: JobQueue, payloads: list[bytes], **options: Any) -> list[Job]:
-    jobs = [Job(payload=p, options=dict(options)) for p in payloads]
+async def probed_job(payload: bytes, output: OutputSpec | None = None, **fields: Any) -> Job:
+    """A job as the API builds it: size and tile count read from the header with the tests' settings."""
+    probe = await check_image(payload, settings())
+    return Job(payload, output or OutputSpec(), width=probe.width, height=probe.height, tiles=probe.tiles, **fields)
+
+
+async def submit_all(queue: JobQueue, payloads: list[bytes], **output: Any) -> list[Job]:
+    jobs = [await probed_job(p, OutputSpec(**output)) for p in payloads]
     for job in jobs:
         await queue.submit(job)
     return jobs
@@ -152,14 +159,35 @@ def test_bad_jobs_fail_alone() -> None:
 
     async def scenario() -> list[JobResult]:
         queue = MemoryQueue(max_length=8)
-        payloads = [png(20, 20, seed=1), b"not an image at all", png(20, 20, colour=(255, 0, 0)), png(20, 20, seed=2)]
-        jobs = await submit_all(queue, payloads)
+        good1, poison, good2 = await submit_all(
+            queue, [png(20, 20, seed=1), png(20, 20, colour=(255, 0, 0)), png(20, 20, seed=2)]
+        )
+        undecodable = Job(b"not an image at all", width=20, height=20, tiles=1)  # as if its header had said 20×20
+        resized = Job(png(24, 20, seed=3), width=20, height=20, tiles=1)  # the header lied, or another image came
+        for job in (undecodable, resized):
+            await queue.submit(job)
+        jobs = [good1, undecodable, poison, resized, good2]
         return await with_worker(queue, cfg, FailsOnRed(), lambda: results_of(queue, jobs))
 
-    good1, undecodable, poison, good2 = asyncio.run(scenario())
+    good1, undecodable, poison, resized, good2 = asyncio.run(scenario())
     assert good1.ok and good2.ok
     assert not undecodable.ok and undecodable.error_status == 415
     assert not poison.ok and poison.error_status == 500 and "breaks the model" in poison.error
+    assert not resized.ok and resized.error_status == 422
+    assert resized.error == "the image decodes to 24x20 pixels, but its header says 20x20"
+
+
+def test_the_compute_budget_is_checked_from_the_size_on_the_job() -> None:
+    cfg = settings(max_compute_pixels=64 * 64)
+
+    async def scenario() -> list[JobResult]:
+        queue = MemoryQueue(max_length=4)
+        small, large = await submit_all(queue, [png(20, 20), png(200, 20)])
+        return await with_worker(queue, cfg, TinyNet(), lambda: results_of(queue, [small, large]))
+
+    small, large = asyncio.run(scenario())
+    assert small.ok
+    assert not large.ok and large.error_status == 413 and "pixels of model work" in large.error
 
 
 def test_cancelled_and_expired_jobs_are_skipped() -> None:
@@ -169,7 +197,7 @@ def test_cancelled_and_expired_jobs_are_skipped() -> None:
     async def scenario() -> tuple[list[JobResult], int]:
         queue = MemoryQueue(max_length=8)
         keep, cancelled = await submit_all(queue, [png(8, 8), png(8, 8)])
-        expired = Job(payload=png(8, 8), deadline=0.0)
+        expired = await probed_job(png(8, 8), deadline=0.0)
         await queue.submit(expired)
         await queue.cancel(cancelled.id)
 

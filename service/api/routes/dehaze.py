@@ -17,6 +17,7 @@ from service.api.negotiation import choose_format, wants_json
 from service.api.openapi import IMAGE_RESPONSES, UPLOAD_BODY
 from service.api.schemas import DehazeResponse, ModelInfo
 from service.codec import MEDIA_TYPES
+from service.queue.base import OutputSpec
 
 __all__ = ["router"]
 
@@ -53,17 +54,11 @@ async def dehaze(
     started = time.perf_counter()
     image_format = choose_format(format, accept)
     as_json = wants_json(response, accept)
-    size = await check_image(payload, settings, budget)
-    options = {
-        "format": image_format,
-        "quality": quality or settings.default_quality,
-        "want_image": True,
-        "want_depth": as_json,
-        "depth_colormap": False,
-    }
+    probe = await check_image(payload, settings, budget)
+    output = OutputSpec(format=image_format, quality=quality or settings.default_quality, want_depth=as_json)
     fade_in = asyncio.create_task(density.score_bytes(payload)) if as_json else None
     try:
-        result = await run_job(request, queue, settings, payload, options, size)
+        result = await run_job(request, queue, settings, payload, output, probe)
     except BaseException:
         if fade_in is not None:
             fade_in.cancel()

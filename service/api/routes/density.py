@@ -31,7 +31,7 @@ async def density(settings: SettingsDep, scorer: DensityDep, payload: UploadDep)
     The score is computed within ``request_timeout_s`` (504 after), like a job's result.
     """
     started = time.perf_counter()
-    width, height = await check_image(payload, settings)
+    probe = await check_image(payload, settings)
     try:
         fade = await asyncio.wait_for(scorer.score_bytes(payload), settings.request_timeout_s)
     except ValueError as error:  # the header was fine but the pixel data is broken
@@ -39,4 +39,6 @@ async def density(settings: SettingsDep, scorer: DensityDep, payload: UploadDep)
     except TimeoutError as error:  # the pool is busy (or starved of CPU): the request's wait is bounded like a job's
         raise ApiError(504, f"no haze density within {settings.request_timeout_s:g} s; try again later") from error
     elapsed_ms = (time.perf_counter() - started) * 1000
-    return DensityResponse(fade=fade, width=width, height=height, timings={"density": elapsed_ms, "total": elapsed_ms})
+    return DensityResponse(
+        fade=fade, width=probe.width, height=probe.height, timings={"density": elapsed_ms, "total": elapsed_ms}
+    )
