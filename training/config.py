@@ -40,11 +40,63 @@ def resolve_path(path: str | Path) -> Path:
     return (REPO_ROOT / p).resolve()
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """A config section: unknown keys are errors and a loaded config cannot change."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataConfig(_Strict):
+class RunSettings(StrictModel):
+    """The run-level keys of every trainer's config (DCMPNet, CORUN, Colabator fine-tuning).
+
+    Attributes:
+        run_dir: Output folder (config.yaml, log.jsonl, checkpoints).
+        seed: Seed of data sampling, augmentation and initialisation.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``/``cuda:N``.
+        threads: torch intra-op threads (0 leaves torch's default).
+        max_steps: Training iterations (also the cosine schedule's length).
+        max_wall_seconds: Stop (validate or save) after this much wall time in this process; ``None``: no limit.
+        progress: Show the tqdm progress bar.
+    """
+
+    run_dir: str = "runs/default"
+    seed: int = 0
+    device: str = "auto"
+    threads: int = Field(default=0, ge=0)
+    max_steps: int = Field(default=1000, ge=1)
+    max_wall_seconds: float | None = Field(default=None, gt=0)
+    progress: bool = True
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return check_device(v)
+
+
+class SceneSplits(StrictModel):
+    """The held-out scenes of a RESIDE-layout folder, as strings and disjoint.
+
+    Attributes:
+        val_scenes: Held out of training; validation (checkpoint selection).
+        test_scenes: Held out of training and of validation, kept for the final evaluation.
+    """
+
+    val_scenes: list[str] = Field(min_length=1)
+    test_scenes: list[str] = Field(default_factory=list)
+
+    @field_validator("val_scenes", "test_scenes", mode="before")
+    @classmethod
+    def _scenes_as_str(cls, v: object) -> object:
+        return [str(s) for s in v] if isinstance(v, list | tuple) else v
+
+    @model_validator(mode="after")
+    def _disjoint_splits(self) -> SceneSplits:
+        if shared := sorted(set(self.val_scenes) & set(self.test_scenes)):
+            raise ValueError(f"scenes {shared} are in both val_scenes and test_scenes")
+        return self
+
+
+class DataConfig(SceneSplits):
     """Where the data lives and how training samples are made.
 
     Attributes:
@@ -63,8 +115,6 @@ class DataConfig(_Strict):
     """
 
     root: str
-    val_scenes: list[str] = Field(min_length=1)
-    test_scenes: list[str] = Field(default_factory=list)
     crop: int = Field(default=256, ge=32)
     batch_size: int = Field(default=8, ge=1)
     num_workers: int = Field(default=0, ge=0)
@@ -75,17 +125,6 @@ class DataConfig(_Strict):
     val_crop: int | None = Field(default=None, ge=32)
     val_max_images: int | None = Field(default=None, ge=1)
 
-    @field_validator("val_scenes", "test_scenes", mode="before")
-    @classmethod
-    def _scenes_as_str(cls, v: object) -> object:
-        return [str(s) for s in v] if isinstance(v, list | tuple) else v
-
-    @model_validator(mode="after")
-    def _disjoint_splits(self) -> DataConfig:
-        if shared := sorted(set(self.val_scenes) & set(self.test_scenes)):
-            raise ValueError(f"scenes {shared} are in both val_scenes and test_scenes")
-        return self
-
     @field_validator("beta_range", "airlight_range")
     @classmethod
     def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
@@ -94,7 +133,7 @@ class DataConfig(_Strict):
         return v
 
 
-class OptimConfig(_Strict):
+class OptimConfig(StrictModel):
     """Adam for each network (+ its perceptron), cosine decay per step, clipping and mixed precision.
 
     Attributes:
@@ -122,7 +161,7 @@ class OptimConfig(_Strict):
         return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
 
 
-class LossConfig(_Strict):
+class LossConfig(StrictModel):
     """Loss weights and the difference perceptrons.
 
     Attributes:
@@ -148,7 +187,7 @@ class LossConfig(_Strict):
     perceptual_weight: float = Field(default=1.0, ge=0)
 
 
-class ClearSourceConfig(_Strict):
+class ClearSourceConfig(StrictModel):
     """Clear images hazed on the fly (see :mod:`training.sources`).
 
     Attributes:
@@ -167,7 +206,7 @@ class ClearSourceConfig(_Strict):
     rotate: bool = True
 
 
-class RealPhotosConfig(_Strict):
+class RealPhotosConfig(StrictModel):
     """Real hazy photos without ground truth, trained on teacher labels.
 
     Attributes:
@@ -185,7 +224,7 @@ class RealPhotosConfig(_Strict):
     depth_weight: float = Field(default=1.0, ge=0.0)
 
 
-class DistillConfig(_Strict):
+class DistillConfig(StrictModel):
     """Learning from a published teacher (LKD-Net) on a mixture of sources (see :mod:`training.sources`).
 
     When set, it replaces ``data.synthetic_fraction``'s two-source mix: the training set becomes the mixture of
@@ -226,50 +265,31 @@ class DistillConfig(_Strict):
         return self
 
 
-class TrainConfig(_Strict):
-    """Everything a training run needs.
+class TrainConfig(RunSettings):
+    """Everything a training run needs (the run-level keys are :class:`RunSettings`').
 
     Attributes:
         variant: Model variant name (model.variants).
         formulation: ``alternating`` (the paper, Eq. 10 then Eq. 12 each iteration) or ``joint`` (the released
             code: one backward on L_dehaze + L_depth without detach, both optimisers step).
-        run_dir: Output folder (config.yaml, log.jsonl, last.pt, best.pt).
-        seed: Seed of data sampling, augmentation and initialisation.
-        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``/``cuda:N``.
-        threads: torch intra-op threads (0 leaves torch's default).
-        max_steps: Training iterations (also the cosine schedule's length).
-        max_wall_seconds: Stop (validate, save) after this much wall time in this process; ``None``: no limit.
         fit_steps_to_wall: Re-fit ``max_steps`` (and so the cosine schedule) at the first validation so that the
             run ends inside ``max_wall_seconds``, from the measured time per step (validation included). For a
             machine of unknown speed lent for a fixed time (a GPU run); the fitted length is saved with the
             checkpoints, and ``--resume`` keeps it.
         val_every: Validate and save every this many steps (and always at the end).
-        progress: Show the tqdm progress bar.
         init_from: Start Φ and Ψ from this checkpoint's weights (a fresh schedule; ``--resume`` is different).
         distill: Learn from a teacher on a mixture of sources; ``None``: the paper's data recipe.
     """
 
     variant: str = "dcmpnet_small"
     formulation: Literal["alternating", "joint"] = "alternating"
-    run_dir: str = "runs/default"
-    seed: int = 0
-    device: str = "auto"
-    threads: int = Field(default=0, ge=0)
-    max_steps: int = Field(default=1000, ge=1)
-    max_wall_seconds: float | None = Field(default=None, gt=0)
     fit_steps_to_wall: bool = False
     val_every: int = Field(default=200, ge=1)
-    progress: bool = True
     init_from: str | None = None
     data: DataConfig
     distill: DistillConfig | None = None
     optim: OptimConfig = OptimConfig()
     loss: LossConfig = LossConfig()
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        return check_device(v)
 
     @model_validator(mode="after")
     def _fit_needs_wall(self) -> TrainConfig:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from training.config import check_device, read_yaml
+from training.config import RunSettings, SceneSplits, StrictModel, read_yaml
 from training.corun_haze import HazeRecipe
 from training.corun_losses import CorunLossWeights
 
@@ -33,11 +33,7 @@ __all__ = [
 _RELEASED = HazeRecipe()
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CorunSourceConfig(_Strict):
+class CorunSourceConfig(StrictModel):
     """A folder of clear images with true depth.
 
     Attributes:
@@ -59,7 +55,7 @@ class CorunSourceConfig(_Strict):
         return [str(s) for s in v] if isinstance(v, list | tuple) else v
 
 
-class CorunHazeConfig(_Strict):
+class CorunHazeConfig(StrictModel):
     """The synthetic-haze ranges (:class:`training.corun_haze.HazeRecipe`; defaults: the released pre-training)."""
 
     beta_range: tuple[float, float] = _RELEASED.beta_range
@@ -83,7 +79,7 @@ class CorunHazeConfig(_Strict):
         return HazeRecipe(**self.model_dump())
 
 
-class CorunDataConfig(_Strict):
+class CorunDataConfig(SceneSplits):
     """Training sources, the haze recipe, crops and the validation split.
 
     Attributes:
@@ -107,20 +103,11 @@ class CorunDataConfig(_Strict):
     batch_size: int = Field(default=4, ge=1)
     num_workers: int = Field(default=0, ge=0)
     val_root: str
-    val_scenes: list[str] = Field(min_length=1)
-    test_scenes: list[str] = Field(default_factory=list)
     val_crop: int | None = Field(default=None, ge=16)
     val_max_images: int | None = Field(default=None, ge=1)
 
-    @field_validator("val_scenes", "test_scenes", mode="before")
-    @classmethod
-    def _scenes_as_str(cls, v: object) -> object:
-        return [str(s) for s in v] if isinstance(v, list | tuple) else v
-
     @model_validator(mode="after")
     def _checks(self) -> CorunDataConfig:
-        if shared := sorted(set(self.val_scenes) & set(self.test_scenes)):
-            raise ValueError(f"scenes {shared} are in both val_scenes and test_scenes")
         lo, hi = self.scale_range
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"scale_range must satisfy 0 < low <= high <= 1, got {self.scale_range}")
@@ -129,7 +116,7 @@ class CorunDataConfig(_Strict):
         return self
 
 
-class CorunOptimConfig(_Strict):
+class CorunOptimConfig(StrictModel):
     """AdamW with a per-step cosine decay (the released run: lr 1e-4, effectively constant: eta_min = 1e-4).
 
     Attributes:
@@ -155,7 +142,7 @@ class CorunOptimConfig(_Strict):
         return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
 
 
-class CorunLossConfig(_Strict):
+class CorunLossConfig(StrictModel):
     """Weights of the pre-training terms (:mod:`training.corun_losses`) and the VGG weights file.
 
     Attributes:
@@ -177,7 +164,7 @@ class CorunLossConfig(_Strict):
         return CorunLossWeights(self.l1_weight, self.stage_l1_weight, self.asm_weight, self.perceptual_weight)
 
 
-class CorunTrainConfig(_Strict):
+class CorunTrainConfig(RunSettings):
     """Everything a CORUN pre-training run needs (run-level keys as in :class:`training.config.TrainConfig`).
 
     Attributes:
@@ -187,13 +174,7 @@ class CorunTrainConfig(_Strict):
 
     variant: str
     run_dir: str = "runs/corun"
-    seed: int = 0
-    device: str = "auto"
-    threads: int = Field(default=0, ge=0)
-    max_steps: int = Field(default=1000, ge=1)
-    max_wall_seconds: float | None = Field(default=None, gt=0)
     val_every: int = Field(default=200, ge=1)
-    progress: bool = True
     init_from: str | None = None
     data: CorunDataConfig
     optim: CorunOptimConfig = CorunOptimConfig()
@@ -207,11 +188,6 @@ class CorunTrainConfig(_Strict):
         if v not in CORUN_VARIANTS:
             raise ValueError(f"unknown CORUN variant {v!r}; choices: {sorted(CORUN_VARIANTS)}")
         return v
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        return check_device(v)
 
     def to_yaml(self) -> str:
         """The config as YAML (what is written into the run folder)."""

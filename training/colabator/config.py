@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from training.config import check_device, read_yaml, resolve_path
+from training.config import RunSettings, StrictModel, read_yaml, resolve_path
 from training.data import AIRLIGHT_RANGE, BETA_RANGE, DEFAULT_DEPTH_SCALE
 
 __all__ = [
@@ -47,10 +47,6 @@ def _trust_scorers() -> list[ScorerName]:
     return ["fade"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _ordered(v: tuple[float, float]) -> tuple[float, float]:
     if not 0 <= v[0] <= v[1]:
         raise ValueError(f"need 0 <= low <= high, got {v}")
@@ -77,7 +73,7 @@ def read_name_list(reference: str) -> list[str]:
     return [str(name) for name in node]
 
 
-class RealConfig(_Strict):
+class RealConfig(StrictModel):
     """Real hazy photos without ground truth.
 
     Attributes:
@@ -104,7 +100,7 @@ class RealConfig(_Strict):
         return sorted({*self.exclude_names, *extra})
 
 
-class StrongAugConfig(_Strict):
+class StrongAugConfig(StrictModel):
     """The student's strong augmentation of a real crop (photometric and degradations; see ``strong_augment``).
 
     Attributes:
@@ -143,7 +139,7 @@ class StrongAugConfig(_Strict):
         return v
 
 
-class PoolConfig(_Strict):
+class PoolConfig(StrictModel):
     """The optimal label pool and the candidates it chooses from.
 
     Attributes:
@@ -175,7 +171,7 @@ class PoolConfig(_Strict):
         return v
 
 
-class TrustConfig(_Strict):
+class TrustConfig(StrictModel):
     """The per-pixel trust map of a label (block-wise scores, mapped to [0, 1], upsampled; see ``trust``).
 
     Attributes:
@@ -199,7 +195,7 @@ class TrustConfig(_Strict):
         return self
 
 
-class SyntheticConfig(_Strict):
+class SyntheticConfig(StrictModel):
     """Synthetic pairs mixed into every step so the network does not forget (the existing data code).
 
     Attributes:
@@ -230,7 +226,7 @@ class SyntheticConfig(_Strict):
         return [str(s) for s in v] if isinstance(v, list | tuple) else v
 
 
-class FinetuneOptimConfig(_Strict):
+class FinetuneOptimConfig(StrictModel):
     """AdamW over the student with a per-step cosine decay (the released Colabator: AdamW, lr 5e-5).
 
     Attributes:
@@ -248,7 +244,7 @@ class FinetuneOptimConfig(_Strict):
     grad_clip: float = Field(default=1.0, ge=0)
 
 
-class FinetuneLossConfig(_Strict):
+class FinetuneLossConfig(StrictModel):
     """Weights of the fine-tuning loss terms (see :mod:`training.colabator.losses`).
 
     Attributes:
@@ -266,7 +262,7 @@ class FinetuneLossConfig(_Strict):
     real_depth_weight: float = Field(default=0.1, ge=0)
 
 
-class FinetuneConfig(_Strict):
+class FinetuneConfig(RunSettings):
     """Everything a fine-tuning run needs.
 
     Attributes:
@@ -285,11 +281,6 @@ class FinetuneConfig(_Strict):
 
     init_from: str
     run_dir: str = "runs/colabator"
-    seed: int = 0
-    device: str = "auto"
-    threads: int = Field(default=0, ge=0)
-    max_steps: int = Field(default=1000, ge=1)
-    max_wall_seconds: float | None = Field(default=None, gt=0)
     save_every: int = Field(default=100, ge=1)
     log_every: int = Field(default=10, ge=1)
     progress: bool = False
@@ -301,11 +292,6 @@ class FinetuneConfig(_Strict):
     synthetic: SyntheticConfig
     optim: FinetuneOptimConfig = FinetuneOptimConfig()
     loss: FinetuneLossConfig = FinetuneLossConfig()
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        return check_device(v)
 
     @model_validator(mode="after")
     def _crop_fits(self) -> FinetuneConfig:
