@@ -2,7 +2,8 @@
 
 Paper: Fang et al., "Real-world Image Dehazing with Coherence-based Pseudo Labeling and Cooperative Unfolding
 Network", NeurIPS 2024. Code: https://github.com/cnyvfang/CORUN-Colabator (``corun_colabator/archs/corun_arch.py``).
-The facts used here are in ``/work/shared/design/CORUN.md`` §1; this file is our own code, written so that the
+The facts used here are summarised in docs/model.md ("CORUN, the second model family") and pinned by
+the released state dict's listing and golden outputs in ``tests/model/``; this file is our own code, written so that the
 authors' checkpoint (``params_ema`` of ``CORUN.pth``) loads into the ``corun`` variant with ``strict=True`` and the
 forward pass is their function (``tests/model/test_corun.py`` proves both).
 

@@ -1,8 +1,9 @@
 """The dehazing network Φ of DCMPNet.
 
 Paper: Zhang et al., "Depth Information Assisted Collaborative Mutual Promotion Network for Single Image
-Dehazing", CVPR 2024. Code: https://github.com/zhoushen1/DCMPNet (``DIACMPN``). Facts about the released code are
-in ``/work/shared/design/DCMPNET.md`` §1; this file rebuilds that network (our own code) so that the authors'
+Dehazing", CVPR 2024. Code: https://github.com/zhoushen1/DCMPNet (``DIACMPN``). Its layout, key names
+and shapes are summarised in docs/model.md ("DCMPNet", "The authors' checkpoint") and checked against a listing of
+the released state dict (``tests/model/golden/dcmpnet_state_dict.json``); this file rebuilds that network (our own code) so that the authors'
 checkpoint loads into the ``dcmpnet`` variant and gives their outputs.
 
 The backbone is DehazeFormer-S (Song et al., TIP 2023) under the paper's names: :class:`RLN` (rescaled layer norm),

@@ -1,6 +1,6 @@
 """CORUN's synthetic haze: the degradation its pre-training applies to a clear image with depth.
 
-Facts from the released code (``../shared/design/CORUN.md`` §4; the authors' online haze dataset, a copy of
+Facts from the released code (summarised below and in docs/training.md, "Pre-training CORUN"; the authors' online haze dataset, a copy of
 RIDCP's with other ranges); this file is our own code. The clear image J stays the target; the network's input
 is made from it in this order, each random choice independent:
 
