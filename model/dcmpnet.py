@@ -1,10 +1,10 @@
 """The dehazing network Φ of DCMPNet.
 
 Paper: Zhang et al., "Depth Information Assisted Collaborative Mutual Promotion Network for Single Image
-Dehazing", CVPR 2024. Code: https://github.com/zhoushen1/DCMPNet (``DIACMPN``). Its layout, key names
-and shapes are summarised in docs/model.md ("DCMPNet", "The authors' checkpoint") and checked against a listing of
-the released state dict (``tests/model/golden/dcmpnet_state_dict.json``); this file rebuilds that network (our own code) so that the authors'
-checkpoint loads into the ``dcmpnet`` variant and gives their outputs.
+Dehazing", CVPR 2024. Code: https://github.com/zhoushen1/DCMPNet (``DIACMPN``). Its layout, key names and shapes
+are summarised in docs/model.md ("DCMPNet", "The authors' checkpoint") and checked against a listing of the released
+state dict (``tests/model/golden/dcmpnet_state_dict.json``); this file rebuilds that network (our own code) so that
+the authors' checkpoint loads into the ``dcmpnet`` variant and gives their outputs.
 
 The backbone is DehazeFormer-S (Song et al., TIP 2023) under the paper's names: :class:`RLN` (rescaled layer norm),
 :class:`WindowAttention`, :class:`LEGM` (a stack of transformer blocks), :class:`MFM` (SK-style fusion of a skip),

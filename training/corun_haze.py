@@ -1,8 +1,8 @@
 """CORUN's synthetic haze: the degradation its pre-training applies to a clear image with depth.
 
-Facts from the released code (summarised below and in docs/training.md, "Pre-training CORUN"; the authors' online haze dataset, a copy of
-RIDCP's with other ranges); this file is our own code. The clear image J stays the target; the network's input
-is made from it in this order, each random choice independent:
+Facts from the released code (summarised below and in docs/training.md, "Pre-training CORUN"; the authors' online
+haze dataset, a copy of RIDCP's with other ranges); this file is our own code. The clear image J stays the target;
+the network's input is made from it in this order, each random choice independent:
 
 1. **Gamma** (p = 0.5): J^γ, γ ~ U[1.5, 3] (a darker, lower-contrast scene under the haze).
 2. **Gaussian noise** (p = 0.5): level σ = k/255 with k an integer in [2, 25]; then one of three kinds:

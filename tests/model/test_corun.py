@@ -36,8 +36,9 @@ from model.variants import VARIANTS
 OFFICIAL_KEYS = Path(__file__).parent / "golden" / "corun_state_dict.json"
 
 # The released network's outputs for deterministic weights and input (the rule: the seeded weights and input built
-# by _golden_state and the test below), copied from the project's design notes (corun_golden_forward.json). J is the final stage's image,
-# T the final T̂; stds are population stds; stage means are final stage first, as the released code lists them.
+# by _golden_state and the test below), copied from the project's design notes (corun_golden_forward.json). J is
+# the final stage's image, T the final T̂; stds are population stds; stage means are final stage first, as the
+# released code lists them.
 GOLDEN_J_MEAN, GOLDEN_J_STD = 0.3329271078109741, 0.28888556361198425
 GOLDEN_T_MEAN, GOLDEN_T_STD = 0.7309028506278992, 0.09018675982952118
 GOLDEN_J_POINTS = {  # (channel, row, column) -> value

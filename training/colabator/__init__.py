@@ -1,7 +1,8 @@
 """Colabator: fine-tuning a trained dehazer on real hazy photos with pseudo-labels (``dehaze finetune``).
 
 Paper: Fang et al., "Real-world Image Dehazing with Coherence-based Pseudo Labeling and Cooperative Unfolding
-Network", NeurIPS 2024 (code ``cnyvfang/CORUN-Colabator``; the facts we use are summarised in docs/training.md, "Fine-tuning on real photos").
+Network", NeurIPS 2024 (code ``cnyvfang/CORUN-Colabator``; the facts we use are summarised in docs/training.md,
+"Fine-tuning on real photos").
 Colabator is plug-and-play: it fine-tunes any of our networks, DCMPNet or CORUN. Our own code, one concept per file:
 
 ``config.py``          the validated YAML schema (``training/configs/colabator_*.yaml``)
