@@ -411,7 +411,7 @@ class RedisStreamsQueue:
 
         An unreadable entry is reported as a stand-in ``Job`` with only its id: its submission time counts as now.
         """
-        logger.error("giving up job %s: %s", job.id, message)
+        logger.error("job %s: %s", job.id, message)
         await self._settle(job.id, JobResult.failure(job.id, 500, message))
         if on_poisoned is not None:
             on_poisoned(job)
