@@ -39,9 +39,7 @@ def manifest_conf(folder: Path, **changes: str) -> Path:
 async def accept_take_finish(url: str) -> tuple[list[str], list[str], str, str]:
     """Submit 5 jobs, take 2 as consumer ``w1`` and finish 1: (job ids, payloads, finished id, w1's consumer name)."""
     api, worker = RedisStreamsQueue(url, max_length=64), RedisStreamsQueue(url, consumer="w1")
-    jobs = [
-        Job(payload=f"image-{index}".encode() * 1000, options={"format": "png"}, deadline=1e12) for index in range(5)
-    ]
+    jobs = [Job(payload=f"image-{index}".encode() * 1000, deadline=1e12) for index in range(5)]
     for job in jobs:
         await api.submit(job)
     taken = await worker.take(2, block_ms=100)
