@@ -161,7 +161,7 @@ def _worker_device(settings: Settings) -> str:
     if settings.device != "auto":
         return settings.device
     if settings.redis_url is None:
-        from service.worker.runner import resolve_device
+        from model.device import resolve_device
 
         return resolve_device("auto").type
     return "cuda"

@@ -33,12 +33,13 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from model.corun import CORUN, create_corun
+from model.device import resolve_device
 from training.config import resolve_path
 from training.corun_config import CorunTrainConfig, load_corun_config
 from training.corun_data import build_corun_mixture
 from training.corun_losses import pretrain_losses
 from training.data import PairedFolder
-from training.devices import amp_dtype, autocast, describe_hardware, pick_device
+from training.devices import amp_dtype, autocast, describe_hardware
 from training.loop import (
     LoopSettings,
     RunningMeans,
@@ -88,7 +89,7 @@ class CorunTrainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.device = pick_device(cfg.device)
+        self.device = resolve_device(cfg.device)
         self.amp = amp_dtype(cfg.optim.amp, self.device)
         self.run_dir = resolve_path(cfg.run_dir)
         self.net: CORUN = create_corun(cfg.variant).to(self.device)

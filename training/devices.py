@@ -1,4 +1,4 @@
-"""Where a training or evaluation run computes: the device a config names, its description, mixed precision.
+"""How a training run computes: its hardware in words, mixed precision (the device itself: ``model.device``).
 
 Shared by every trainer (DCMPNet's :mod:`training.trainer`, CORUN's :mod:`training.corun_train`, Colabator's
 :mod:`training.colabator.finetune`). The description goes into each checkpoint's provenance.
@@ -12,16 +12,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["amp_dtype", "autocast", "describe_hardware", "pick_device"]
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; an explicit CUDA request without CUDA is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
+__all__ = ["amp_dtype", "autocast", "describe_hardware"]
 
 
 def describe_hardware(device: torch.device) -> str:

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from model.device import resolve_device
 from service.codec import to_uint8, to_uint16
 from training.data import PairRecord, list_images, load_depth, load_rgb, resize_max_side, scan_pairs
 from training.metrics import depth_errors, fade, mean_finite_psnr, psnr, ssim, tone_shift
@@ -181,14 +182,6 @@ def _samples(
     if not paths:
         raise ValueError(f"no images in {data}")
     return [partial(_load_photo, p, max_side) for p in paths], False
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
 
 
 def _dcp_method(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -332,7 +325,7 @@ def evaluate(
     data = Path(data)
     if not data.is_dir():
         raise FileNotFoundError(f"not a folder: {data}")
-    dev = _device(device)
+    dev = resolve_device(device)
     method: Method
     weights_name: str | None
     if baseline == "dcp":

@@ -30,9 +30,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
+from model.device import resolve_device
 from training.config import TrainConfig, resolve_path
 from training.data import HazeMix, PairedFolder, SyntheticHaze
-from training.devices import amp_dtype, autocast, describe_hardware, pick_device
+from training.devices import amp_dtype, autocast, describe_hardware
 from training.dual_task import Batch, DualTaskStep
 from training.loop import (
     LoopSettings,
@@ -72,7 +73,7 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.device = pick_device(cfg.device)
+        self.device = resolve_device(cfg.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick the fastest convolutions
         self.amp = amp_dtype(cfg.optim.amp, self.device)

@@ -19,15 +19,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.device import resolve_device
 from service.worker.batching import group_by_shape
 from service.worker.plan import ImagePlan
 
-__all__ = ["Runner", "from_tensor", "infer_image", "is_out_of_memory", "resolve_device", "to_tensor"]
+__all__ = ["DEVICES", "Runner", "from_tensor", "infer_image", "is_out_of_memory", "to_tensor"]
 
 logger = logging.getLogger(__name__)
 
 Model = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 ItemOutput = tuple[np.ndarray, np.ndarray] | Exception
+
+DEVICES = ("auto", "cpu", "cuda")
+"""The devices a runner accepts (``DEHAZE_DEVICE``); ``model.device.resolve_device`` says which one ``auto`` is."""
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -45,17 +49,6 @@ def from_tensor(tensor: torch.Tensor) -> np.ndarray:
     if tensor.ndim != 4:
         raise ValueError(f"expected N×C×H×W, got shape {tuple(tensor.shape)}")
     return tensor.detach().float().cpu().numpy().transpose(0, 2, 3, 1)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU raises ValueError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {name!r}; expected auto, cpu or cuda")
-    return torch.device(name)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -80,7 +73,7 @@ class Runner:
     ) -> None:
         if dtype not in _DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, DEVICES)
         if dtype != "float32" and self.device.type != "cuda":
             logger.warning("dtype %s is only used on CUDA; running float32 on %s", dtype, self.device)
             dtype = "float32"
@@ -99,7 +92,7 @@ class Runner:
         """
         from model.export import artifact_info, file_sha256, load_artifact
 
-        resolved = resolve_device(device)
+        resolved = resolve_device(device, DEVICES)
         module = load_artifact(path, device=str(resolved))
         made_from = artifact_info(path)
         variant = made_from.get("variant") or Path(path).name.split(".")[0]

@@ -33,10 +33,10 @@ from PIL import Image
 
 from model.allocator import ENV_SWITCH, tune_for_inference
 from model.checkpoint import DEFAULT_WEIGHTS, load_pipeline_from_weights
+from model.device import resolve_device
 from model.export import export_pipeline
 from model.pipeline import DehazePipeline, build_pipeline
 from service.codec import decode_image
-from service.worker.runner import resolve_device
 
 __all__ = [
     "CPU",

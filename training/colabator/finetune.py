@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from model.device import resolve_device
 from training.augment import random_crop, random_flip
 from training.colabator.config import FinetuneConfig, load_finetune_config
 from training.colabator.ema import ema_update, make_teacher
@@ -53,7 +54,7 @@ from training.colabator.strong_augment import strong_augment
 from training.colabator.trust import trust_grid, trust_map
 from training.config import resolve_path
 from training.data import HazeMix, PairedFolder, SyntheticHaze
-from training.devices import describe_hardware, pick_device
+from training.devices import describe_hardware
 from training.loop import cosine_factor
 from training.metrics import tone_shift
 from training.pseudo_depth import pseudo_depth
@@ -136,7 +137,7 @@ class Finetuner:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.device = pick_device(cfg.device)
+        self.device = resolve_device(cfg.device)
         self.run_dir = resolve_path(cfg.run_dir)
         self.student = load_finetune_net(resolve_path(cfg.init_from)).to(self.device)
         self.teacher = make_teacher(self.student)
