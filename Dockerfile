@@ -36,6 +36,7 @@ COPY README.md ./
 COPY model ./model
 COPY service ./service
 COPY training ./training
+COPY commands ./commands
 RUN pip install --no-deps --no-build-isolation -e . \
     && groupadd --gid 10001 dehaze && useradd --create-home --uid 10001 --gid 10001 dehaze \
     && mkdir -p /opt/dehaze \

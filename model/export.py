@@ -1,4 +1,4 @@
-"""Export of the inference pipeline to one TorchScript artifact, and the ``dehaze export`` command.
+"""Export of the inference pipeline to one TorchScript artifact (``dehaze export``: ``commands.export``).
 
 Either family exports the same way: a DCMPNet :class:`model.pipeline.DehazePipeline` or a CORUN
 :class:`model.corun_pipeline.CorunPipeline` (which pads to its multiple of 8 and crops back inside the graph); the
@@ -19,7 +19,6 @@ weights' content changes (mtimes alone mislead after a copy, a checkout or a vol
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import hashlib
@@ -32,19 +31,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model.checkpoint import DEFAULT_WEIGHTS, load_pipeline_from_weights, read_weights, variant_of, write_atomically
-from model.families import build_inference_pipeline
+from model.checkpoint import load_pipeline_from_weights, read_weights, variant_of, write_atomically
 
 __all__ = [
     "INFO_FILE",
-    "add_arguments",
     "artifact_info",
     "check_export",
     "ensure_artifact",
     "export_pipeline",
     "file_sha256",
     "load_artifact",
-    "run",
+    "weights_variant",
 ]
 
 logger = logging.getLogger(__name__)
@@ -196,66 +193,11 @@ def ensure_artifact(weights: str | Path, artifact: str | Path) -> Path:
         if made_from == digest or (made_from is None and artifact.stat().st_mtime >= weights.stat().st_mtime):
             return artifact
     logger.info("exporting %s from %s", artifact, weights)
-    info = {"variant": _variant_of(weights) or "unknown", "weights_sha256": digest}
+    info = {"variant": weights_variant(weights) or "unknown", "weights_sha256": digest}
     return export_pipeline(load_pipeline_from_weights(weights), artifact, info=info)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``dehaze export``."""
-    parser.add_argument(
-        "--weights",
-        type=Path,
-        default=DEFAULT_WEIGHTS,
-        help="checkpoint: ours (DCMPNet or CORUN), the authors' DCMPNet .pth or their CORUN.pth",
-    )
-    parser.add_argument("--out", type=Path, required=True, help="artifact file to write")
-    parser.add_argument(
-        "--variant",
-        default=None,
-        help="expected variant of the weights; with --random-init, the variant to export untrained",
-    )
-    parser.add_argument("--random-init", action="store_true", help="export an untrained --variant (for tests)")
-    parser.add_argument("--example-size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"))
-    parser.add_argument("--check", action="store_true", help="compare traced and eager outputs after exporting")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Runs ``dehaze export``; returns the exit status."""
-    if args.random_init:
-        if not args.variant:
-            logger.error("--random-init needs --variant")
-            return 2
-        try:
-            pipeline = build_inference_pipeline(args.variant)
-        except ValueError as exc:
-            logger.error("%s", exc)
-            return 2
-    else:
-        try:
-            actual = _variant_of(args.weights)
-            if args.variant and actual != args.variant:
-                logger.error("%s holds variant %s, not %s", args.weights, actual, args.variant)
-                return 1
-            pipeline = load_pipeline_from_weights(args.weights)
-        except (FileNotFoundError, ValueError) as exc:
-            logger.error("%s", exc)
-            return 1
-    info = (
-        {"variant": args.variant, "weights_sha256": "untrained"}
-        if args.random_init
-        else {"variant": actual or "unknown", "weights_sha256": file_sha256(args.weights)}
-    )
-    path = export_pipeline(pipeline, args.out, example_hw=tuple(args.example_size), info=info)
-    if args.check:
-        diff = check_export(pipeline, load_artifact(path), [(37, 53), (1, 1), (64, 64)], [1, 2])
-        logger.info("max |traced - eager| = %.3g", diff)
-        if diff > 1e-4:
-            logger.error("traced artifact differs from eager by %.3g", diff)
-            return 1
-    return 0
-
-
-def _variant_of(weights: Path) -> str | None:
+def weights_variant(weights: str | Path) -> str | None:
     """The variant a weights file holds (``dcmpnet``/``corun`` for the authors' files), None if unknown.
 
     Raises:

@@ -1,4 +1,4 @@
-"""``dehaze summary``: parameters, MACs and CPU latency of every model variant of every family.
+"""Parameters, MACs and CPU latency of every model variant of every family (``dehaze summary``).
 
 MACs are those of the whole inference pipeline (Ψ + Φ for DCMPNet, the network for CORUN; as served) at
 1×3×256×256, counted by
@@ -13,11 +13,8 @@ networks and are None for CORUN, which has one.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -26,10 +23,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from model.families import build_inference_pipeline, family_of, variant_names
+from model.families import build_inference_pipeline, family_of
 from model.pipeline import DehazePipeline
 
-__all__ = ["add_arguments", "count_params", "cpu_latency_ms", "pipeline_gmac", "run", "summarize"]
+__all__ = ["count_params", "cpu_latency_ms", "format_table", "pipeline_gmac", "summarize"]
 
 SIZE = 256
 
@@ -104,25 +101,3 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def _cell(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``dehaze summary``."""
-    parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
-    parser.add_argument("--variants", nargs="+", choices=sorted(variant_names()), default=variant_names())
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant (median reported)")
-    parser.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Runs ``dehaze summary``; returns the exit status."""
-    rows = []
-    for name in args.variants:
-        row = summarize(name, repeats=args.repeats, latency=not args.no_latency)
-        rows.append(row)
-        if args.json:
-            sys.stdout.write(json.dumps(row) + "\n")
-            sys.stdout.flush()
-    if not args.json:
-        sys.stdout.write(format_table(rows))
-    return 0

@@ -66,7 +66,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def dehaze_argv(*args: str, module: str = "service.cli") -> list[str]:
+def dehaze_argv(*args: str, module: str = "commands") -> list[str]:
     """``python -m module ARGS`` with this interpreter: the ``dehaze`` command, installed or not."""
     return [sys.executable, "-m", module, *args]
 

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from service.cli import SUBCOMMANDS
+from commands.cli import SUBCOMMANDS
 from service.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -200,7 +200,7 @@ def test_command_table_lists_every_flag_of_every_subcommand() -> None:
     """Each subcommand's row in docs/cli.md names exactly its parser's long options (``--help`` aside)."""
     import argparse
 
-    from service.cli import build_parser
+    from commands.cli import build_parser
 
     rows = dict(_COMMAND_ROW.findall(_page("cli.md")))
     wrong = []

@@ -1,4 +1,4 @@
-"""``dehaze compare``: side-by-side pictures of several methods on the same photos, for model cards and reviews.
+"""Side-by-side pictures of several methods on the same photos, for model cards and reviews (``dehaze compare``).
 
 Reads the dehazed images that ``dehaze evaluate --save-images`` wrote (``<run>/images/<name>_dehazed.png``) for
 each run, puts the input first and one labelled column per run, one row per photo, and writes a JPEG. Every tile
@@ -7,8 +7,6 @@ is resized to a common height, so photos of any size line up.
 
 from __future__ import annotations
 
-import argparse
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,36 +16,10 @@ from PIL import Image, ImageDraw
 from service.codec import to_uint8
 from training.data import list_images, load_rgb, resize_max_side
 
-__all__ = ["add_arguments", "compose", "run"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["compose"]
 
 _LABEL_HEIGHT = 18
 _GAP = 4
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds the ``dehaze compare`` options."""
-    parser.add_argument("--data", required=True, type=Path, help="the folder of input photos that was evaluated")
-    parser.add_argument("--runs", required=True, nargs="+", type=Path, help="`dehaze evaluate --save-images` outputs")
-    parser.add_argument("--labels", required=True, nargs="+", help="one column title per run")
-    parser.add_argument("--names", required=True, nargs="+", help="photo stems, one row each")
-    parser.add_argument("--height", type=int, default=240, help="tile height in pixels (default: 240)")
-    parser.add_argument("--max-side", type=int, default=None, help="the --max-side the runs were evaluated with")
-    parser.add_argument("--out", required=True, type=Path, help="output JPEG")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Writes the comparison; returns 1 (with the reason logged) when an input is missing."""
-    try:
-        image = compose(args.data, args.runs, args.labels, args.names, args.height, args.max_side)
-    except (FileNotFoundError, ValueError) as err:
-        logger.error("compare failed: %s", err)
-        return 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    image.save(args.out, quality=88)
-    logger.info("wrote %s (%d×%d)", args.out, *image.size)
-    return 0
 
 
 def _tile(arr: np.ndarray, height: int) -> Image.Image:

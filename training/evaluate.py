@@ -1,4 +1,4 @@
-"""``dehaze evaluate``: full-reference, no-reference and depth metrics of the network or of the DCP baseline.
+"""Full-reference, no-reference and depth metrics of the network or of a baseline (``dehaze evaluate``).
 
 ``--data`` is either a RESIDE-layout folder (hazy/, GT/, optional depth/; metrics against GT) or a flat folder
 of photos without GT (no-reference FADE only; non-image files are skipped with a warning). Every method is
@@ -31,12 +31,12 @@ anything runs: the network on a 3648×2344 photo takes minutes on a CPU. Scores 
 comparable with full-size scores; the default (``None``) keeps full size.
 
 Writes ``metrics.json`` (means) and ``per_image.csv`` in ``--out``; ``--save-images`` also writes
-``images/<name>_dehazed.png`` and ``images/<name>_depth.png`` (16-bit). Exit code 1 on failure.
+``images/<name>_dehazed.png`` and ``images/<name>_depth.png`` (16-bit). The flags are those of
+``commands.evaluate``; it exits 1 on failure.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -55,7 +55,7 @@ from service.codec import to_uint8, to_uint16
 from training.data import PairRecord, list_images, load_depth, load_rgb, resize_max_side, scan_pairs
 from training.metrics import depth_errors, fade, mean_finite_psnr, psnr, ssim, tone_shift
 
-__all__ = ["Sample", "add_arguments", "evaluate", "main", "run"]
+__all__ = ["Sample", "evaluate"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,70 +76,6 @@ CSV_FIELDS = (
     "depth_delta1",
 )
 TEACHER_WEIGHTS = Path(__file__).resolve().parent / "teachers" / "weights"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds the ``dehaze evaluate`` options."""
-    parser.add_argument("--data", required=True, type=Path, help="RESIDE-layout folder or a flat folder of photos")
-    parser.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the packaged weights)")
-    parser.add_argument(
-        "--baseline",
-        choices=["dcp", "lkd", "none"],
-        default=None,
-        help="evaluate the dark channel prior (dcp), the LKD-Net teacher (lkd) or the unprocessed input (none)",
-    )
-    parser.add_argument(
-        "--teacher",
-        default="lkd-s-its",
-        help="with --baseline lkd: lkd-{s,t}-{its,ots} or a released LKD-Net .pth file (default: lkd-s-its)",
-    )
-    parser.add_argument(
-        "--held-out-of",
-        type=Path,
-        default=None,
-        metavar="CONFIG",
-        help="flat folders: evaluate only the photos this training config held out (distill.real.exclude_names)",
-    )
-    parser.add_argument("--out", required=True, type=Path, help="output folder for metrics.json and per_image.csv")
-    parser.add_argument("--save-images", action="store_true", help="also write dehazed images and depth maps")
-    parser.add_argument(
-        "--scenes", nargs="+", default=None, help="RESIDE folders: evaluate only these scenes (e.g. a test split)"
-    )
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
-    parser.add_argument("--max-side", type=int, default=None, help="downscale so the longer side is <= N")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Runs the evaluation; returns 0 on success, 1 on failure (the reason is logged)."""
-    try:
-        evaluate(
-            data=args.data,
-            out=args.out,
-            weights=args.weights,
-            baseline=args.baseline,
-            teacher=args.teacher,
-            held_out_of=args.held_out_of,
-            save_images=args.save_images,
-            scenes=args.scenes,
-            limit=args.limit,
-            max_side=args.max_side,
-            device=args.device,
-        )
-    except (ValueError, FileNotFoundError, OSError, RuntimeError) as err:
-        logger.error("evaluation failed: %s", err)
-        return 1
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point: ``python -m training.evaluate ...``."""
-    parser = argparse.ArgumentParser(prog="dehaze evaluate", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run(args)
 
 
 class Sample:
@@ -397,7 +333,3 @@ def _cell(v: object) -> object:
 def _brief(row: dict) -> str:
     keys = ("psnr", "ssim", "fade_in", "fade_out", "depth_absrel", "depth_delta1")
     return " ".join(f"{k}={row[k]:.4f}" for k in keys if isinstance(row.get(k), float))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

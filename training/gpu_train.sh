@@ -31,6 +31,8 @@ export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PYTHONNOUSERSITE=1
 if [ "$MODE" = prepare ]; then
   "$PY" -m training.gpu_pack --dest .gpu_data && exec bash tests/benchmarks/gpu_check.sh --prepare
 fi
+# `python -m commands train|release` below: without the dehaze command's glibc malloc settings, made for inference
+export DEHAZE_MALLOC_TUNING=0
 
 OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_train.XXXXXX")}
 DEST=$OUT/train
@@ -87,7 +89,7 @@ train() {
   fi
   rm -rf "$run_dir"
   log "training into $run_dir for ${wall}s of steps"
-  timeout -k 10 $(($(left) - 15)) "$PY" -m training.train --config "$CONFIG" "${SETS[@]}" \
+  timeout -k 10 $(($(left) - 15)) "$PY" -m commands train --config "$CONFIG" "${SETS[@]}" \
     --set "run_dir=$run_dir" --set "max_wall_seconds=$wall" "$@" >>"$LOG" 2>&1
 }
 
@@ -103,7 +105,7 @@ log "training exit $rc"
 
 for name in best last; do
   if [ -f "$RUN/$name.pt" ]; then
-    "$PY" -m training.release --checkpoint "$RUN/$name.pt" --out "$DEST/dcmpnet_small_gpu_$name.pt" >>"$LOG" 2>&1 \
+    "$PY" -m commands release --checkpoint "$RUN/$name.pt" --out "$DEST/dcmpnet_small_gpu_$name.pt" >>"$LOG" 2>&1 \
       && log "released $name.pt"
   fi
 done

@@ -1,4 +1,4 @@
-"""``dehaze release``: turn a training checkpoint into shippable weights.
+"""Turn a training checkpoint into shippable weights (``dehaze release``).
 
 A training checkpoint (``last.pt``/``best.pt``) carries the optimiser, scheduler, scaler and perceptron states
 for ``--resume`` (about three times the size of the networks). The shipped file keeps only what inference needs,
@@ -13,61 +13,19 @@ network (the EMA weights when the run kept an average) in our CORUN format, load
 
 from __future__ import annotations
 
-import argparse
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from model.checkpoint import load_checkpoint, read_weights, save_checkpoint
 from model.corun_checkpoint import is_corun_checkpoint, load_corun_checkpoint, save_corun_checkpoint
 
-__all__ = ["add_arguments", "main", "release", "run"]
+__all__ = ["release"]
 
 logger = logging.getLogger(__name__)
 
 # Training-state entries of ``extra`` that describe the run (copied into the metadata); the rest is dropped.
 _PROVENANCE = ("step", "elapsed", "best_psnr", "config")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds the ``dehaze release`` options."""
-    parser.add_argument("--checkpoint", required=True, type=Path, help="training checkpoint (best.pt or last.pt)")
-    parser.add_argument("--out", required=True, type=Path, help="where to write the shippable weights")
-    parser.add_argument(
-        "--meta",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra metadata to record, e.g. --meta hardware='2-core CPU' (repeatable)",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    """Runs the release from parsed arguments; returns the exit code."""
-    try:
-        release(args.checkpoint, args.out, dict(_pair(m) for m in args.meta))
-    except (ValueError, FileNotFoundError) as err:
-        logger.error("release failed: %s", err)
-        return 1
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point: ``python -m training.release ...``."""
-    parser = argparse.ArgumentParser(prog="dehaze release", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run(args)
-
-
-def _pair(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise ValueError(f"--meta expects KEY=VALUE, got {text!r}")
-    return key, value
 
 
 def release(checkpoint: str | Path, out: str | Path, meta: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -109,7 +67,3 @@ def _release_corun(checkpoint: str | Path, out: str | Path, meta: dict[str, Any]
     save_corun_checkpoint(out, loaded.net, loaded.variant, metadata)
     logger.info("released %s -> %s (variant %s, step %s)", checkpoint, out, loaded.variant, metadata.get("step"))
     return metadata
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -92,7 +92,7 @@ def _wait(condition: Callable[[], bool], child: Child, timeout_s: float) -> floa
 
 
 def _process(command: str, env: Mapping[str, str], log: Path) -> contextlib.AbstractContextManager[Child]:
-    """``python -m service.cli COMMAND`` with ``env``, output to ``log``; killed at the end if still running."""
+    """``python -m commands COMMAND`` with ``env``, output to ``log``; killed at the end if still running."""
     return running(dehaze_argv(command), log, env, cwd=None, grace_s=0)
 
 
@@ -150,7 +150,7 @@ def _artifact(weights: Path, folder: Path) -> tuple[Path, float | None]:
         return artifact, None
     artifact = folder / f"{weights.stem}.ts.pt"
     started = time.monotonic()
-    command = [sys.executable, "-m", "service.cli", "export", "--weights", str(weights), "--out", str(artifact)]
+    command = [sys.executable, "-m", "commands", "export", "--weights", str(weights), "--out", str(artifact)]
     subprocess.run(command, check=True, capture_output=True)
     return artifact, time.monotonic() - started
 

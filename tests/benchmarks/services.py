@@ -1,6 +1,6 @@
 """The real service for the benchmarks: server processes, an HTTP load generator, and Prometheus figures.
 
-Servers run as child processes started the way an operator starts them (``python -m service.cli serve`` for the
+Servers run as child processes started the way an operator starts them (``python -m commands serve`` for the
 embedded backend; a private ``redis-server`` plus ``api`` and N ``worker`` processes for Redis), configured only
 through ``DEHAZE_*`` environment variables. Their output goes to log files whose tail is shown when a start fails.
 """

@@ -54,7 +54,7 @@ def test_entrypoint_is_the_console_script_and_api_is_the_default(instructions: l
 @pytest.mark.parametrize("command", ["api", "worker"])
 def test_the_image_commands_exist_in_the_package(command: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", command, "--help"],
+        [sys.executable, "-m", "commands", command, "--help"],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -104,7 +104,7 @@ def test_dependencies_are_installed_before_the_source_is_copied(instructions: li
     copy_pyproject = _index(instructions, "COPY", "pyproject.toml")
     install_deps = _index(instructions, "RUN", "requirements")
     install_torch = _index(instructions, "RUN", "torch==")
-    first_source = min(_index(instructions, "COPY", name) for name in ("model", "service", "training"))
+    first_source = min(_index(instructions, "COPY", name) for name in ("commands", "model", "service", "training"))
     assert install_torch < first_source
     assert copy_pyproject < install_deps < first_source
 
@@ -136,12 +136,12 @@ def test_weights_and_exported_artifact_are_in_the_image(instructions: list[Instr
         ("runs/exp1/last.pt", True),
         ("tests/deploy/test_dockerfile.py", True),
         ("docker/compose.yaml", True),
-        ("service/__pycache__/cli.cpython-311.pyc", True),
+        ("commands/__pycache__/cli.cpython-311.pyc", True),
         (".pytest_cache/v/cache/nodeids", True),
         ("model/weights/dcmpnet_small.ts.pt", True),
         (".venv/bin/python", True),
         ("model/weights/dcmpnet_small.pt", False),
-        ("service/cli.py", False),
+        ("commands/cli.py", False),
         ("training/configs/small.yaml", False),
         ("pyproject.toml", False),
     ],

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from commands.export import add_arguments, run
 from model.corun_checkpoint import save_corun_checkpoint
 from model.corun_pipeline import DEPTH_SCALE, CorunPipeline, build_corun_pipeline, transmission_to_depth
-from model.export import add_arguments, artifact_info, check_export, file_sha256, load_artifact, run
+from model.export import artifact_info, check_export, file_sha256, load_artifact
 from model.families import build_inference_pipeline, family_of, variant_names
 from model.pipeline import DehazePipeline
 

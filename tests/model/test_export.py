@@ -1,4 +1,4 @@
-"""Tests for the TorchScript export (model/export.py): one artifact for every batch and image size."""
+"""The TorchScript export (model/export.py, commands/export.py): one artifact for every batch and image size."""
 
 from __future__ import annotations
 
@@ -9,17 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from commands.export import add_arguments, run
 from model.checkpoint import save_checkpoint
-from model.export import (
-    add_arguments,
-    artifact_info,
-    check_export,
-    ensure_artifact,
-    export_pipeline,
-    file_sha256,
-    load_artifact,
-    run,
-)
+from model.export import artifact_info, check_export, ensure_artifact, export_pipeline, file_sha256, load_artifact
 from model.pipeline import DehazePipeline, build_pipeline
 
 

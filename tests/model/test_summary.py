@@ -1,4 +1,4 @@
-"""Tests for ``dehaze summary`` (model/summary.py) and the variants' cost budgets."""
+"""Tests for ``dehaze summary`` (model/summary.py, commands/summary.py) and the variants' cost budgets."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from commands.summary import add_arguments, run
 from model.pipeline import build_pipeline
-from model.summary import add_arguments, count_params, cpu_latency_ms, format_table, pipeline_gmac, run, summarize
+from model.summary import count_params, cpu_latency_ms, format_table, pipeline_gmac, summarize
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Fault injection: the real ``dehaze`` command line, in a process that dies by SIGKILL on a poisoned upload.
 
-``python -m tests.reliability.crashing_worker worker`` runs ``service.cli.main(["worker"])`` unchanged, except
+``python -m tests.reliability.crashing_worker worker`` runs ``commands.cli.main(["worker"])`` unchanged, except
 that decoding an upload containing ``POISON_MARKER`` kills the process at once (as a segfault in a decoder or the
 kernel's OOM killer would): no exception, no result, no acknowledgement. Every other job is served normally, so
 the queue's redelivery and delivery limit are exercised against a real crash.
@@ -14,7 +14,8 @@ import sys
 
 import numpy as np
 
-from service import cli, codec
+from commands import cli
+from service import codec
 
 __all__ = ["POISON_MARKER", "main"]
 

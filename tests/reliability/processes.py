@@ -1,7 +1,7 @@
 """The service as real OS processes (``dehaze serve``, ``dehaze api``, ``dehaze worker``) and Redis inspection.
 
 The fault tests need processes they can SIGKILL or SIGTERM, and the memory checks need a process whose RSS is
-the server's alone, so the helpers here start the console entry point (``python -m service.cli``) in a child
+the server's alone, so the helpers here start the console entry point (``python -m commands``) in a child
 process (``tests.processes.Child``) with an environment built from ``DEHAZE_*`` settings: the tiny test model on
 CPU with one torch thread. Output goes to a log file that the tests read to see what a process did (e.g. which jobs
 it reclaimed).
@@ -89,7 +89,7 @@ ServiceProcess = Child
 
 @contextlib.contextmanager
 def service_process(
-    args: Sequence[str], env: dict[str, str], log_path: Path, module: str = "service.cli"
+    args: Sequence[str], env: dict[str, str], log_path: Path, module: str = "commands"
 ) -> Iterator[Child]:
     """``python -m module *args`` in the repository root with ``env``, output to ``log_path``.
 
@@ -102,7 +102,7 @@ def service_process(
 
 @contextlib.contextmanager
 def start_workers(
-    count: int, env: dict[str, str], folder: Path, client: redis.Redis, module: str = "service.cli"
+    count: int, env: dict[str, str], folder: Path, client: redis.Redis, module: str = "commands"
 ) -> Iterator[list[Child]]:
     """``count`` worker processes (``python -m module worker``), each serving once its heartbeat is in Redis.
 

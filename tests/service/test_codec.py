@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from service import cli, codec
+from commands import cli
+from service import codec
 from service.config import Settings
 from service.density import fade_of_bytes
 from service.errors import MalformedImageError, TooLargeError, UnsupportedImageError

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from service.cli import main
+from commands.cli import main
 from tests.processes import REPO, dehaze_argv, env_without_dehaze, free_port, running, wait_ready
 from tests.service.live_server import image_bytes, live_server, model_settings, tiny_model, tiny_weights
 
@@ -68,10 +68,10 @@ def test_run_reports_a_missing_input(
 
 
 def run_command(tmp_path: Path, tiny_weights: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m service.cli run ARGS --weights TINY`` in a clean environment, output captured."""
+    """``python -m commands run ARGS --weights TINY`` in a clean environment, output captured."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEHAZE_")}
     env |= {"DEHAZE_TILE_SIZE": "64", "DEHAZE_TILE_OVERLAP": "16", "DEHAZE_TORCH_THREADS": "1", "PYTHONPATH": str(REPO)}
-    argv = [sys.executable, "-m", "service.cli", "run", *args, "--weights", str(tiny_weights)]
+    argv = [sys.executable, "-m", "commands", "run", *args, "--weights", str(tiny_weights)]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
 
 
@@ -196,7 +196,7 @@ def test_worker_process_serves_the_api_and_drains_on_sigterm(
 
 
 def test_log_level_comes_from_the_environment_and_the_flag_wins(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "service.cli", "release", "--checkpoint", str(tmp_path / "no.pt"), "--out", "x"]
+    command = [sys.executable, "-m", "commands", "release", "--checkpoint", str(tmp_path / "no.pt"), "--out", "x"]
 
     def stderr(env_level: str | None, *flag: str) -> str:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DEHAZE_")}

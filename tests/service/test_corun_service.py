@@ -21,12 +21,12 @@ import pytest
 import torch
 from PIL import Image
 
+from commands.cli import main
 from model.checkpoint import load_pipeline_from_weights
 from model.corun import create_corun
 from model.corun_checkpoint import save_corun_checkpoint
 from model.export import ensure_artifact, file_sha256
 from service import codec
-from service.cli import main
 from service.worker.runner import infer_image
 from tests.service.live_server import image_bytes, live_server, model_settings, redis_worker
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from commands.cli import main as dehaze
 from model.checkpoint import load_pipeline_from_weights, read_weights
-from service.cli import main as dehaze
 from tests.training.colabator_fixtures import tiny_config
 from training.colabator.config import load_finetune_config
 from training.colabator.finetune import Finetuner

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from training.compare import compose, run
+from commands.compare import run
+from training.compare import compose
 
 from .conftest import write_rgb
 

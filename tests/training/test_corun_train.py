@@ -93,8 +93,8 @@ def test_resume_continues_exactly(tmp_path: Path, sots_small: Path) -> None:
 
 
 def test_dehaze_train_dispatches_and_release_ships_the_run(tmp_path: Path, sots_small: Path) -> None:
+    from commands.cli import main as cli_main
     from model.corun_checkpoint import load_corun_checkpoint
-    from service.cli import main as cli_main
 
     run = tmp_path / "run"
     cfg = _config_file(run, sots_small)

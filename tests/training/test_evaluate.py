@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from commands.evaluate import run
 from tests.training.conftest import write_rgb
-from training.evaluate import evaluate, run
+from training.evaluate import evaluate
 
 KEYS = {"psnr", "ssim", "fade_in", "fade_out", "n_images", "depth_absrel", "depth_delta1", "method", "weights"}
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+from commands.cli import main
 from model.corun import create_corun
 from model.corun_checkpoint import save_corun_checkpoint
-from service.cli import main
 from tests.training.conftest import write_rgb
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
+from commands.cli import main as cli_main
 from model.checkpoint import load_checkpoint
-from service.cli import main as cli_main
 
 
 def test_release_drops_training_state_and_keeps_outputs(tmp_path: Path, tiny_checkpoint: Path) -> None:

@@ -9,8 +9,9 @@ import pytest
 import torch
 import yaml
 
+from commands.cli import main as dehaze
+from commands.overrides import parse_overrides
 from training.config import REPO_ROOT, load_config
-from training.train import main, parse_overrides
 from training.trainer import Trainer
 
 SMOKE = REPO_ROOT / "training" / "configs" / "tiny_smoke.yaml"
@@ -60,7 +61,7 @@ def test_alternating_steps_checkpoint_and_resume(tmp_path: Path, sots_small: Pat
     with pytest.raises(FileExistsError, match="--resume"):
         Trainer(load_config(cfg_path))
     cfg_path = _config_file(tmp_path, sots_small, max_steps=4)
-    assert main(["--config", str(cfg_path), "--resume"]) == 0
+    assert dehaze(["train", "--config", str(cfg_path), "--resume"]) == 0
     assert load_checkpoint(run / "last.pt").raw["extra"]["step"] == 4
     assert [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()] == [2, 3, 4]
 
@@ -84,8 +85,8 @@ def test_set_overrides_the_config_from_the_command_line(tmp_path: Path, sots_sma
         with pytest.raises(ValueError, match="KEY=VALUE"):
             parse_overrides([bad])
     run_dir = tmp_path / "joint_run"
-    argv = ["--config", str(_config_file(tmp_path, sots_small)), "--set", "formulation=joint"]
-    assert main([*argv, "--set", f"run_dir={run_dir}", "--set", "max_steps=1", "--set", "val_every=1"]) == 0
+    argv = ["train", "--config", str(_config_file(tmp_path, sots_small)), "--set", "formulation=joint"]
+    assert dehaze([*argv, "--set", f"run_dir={run_dir}", "--set", "max_steps=1", "--set", "val_every=1"]) == 0
     written = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert written["formulation"] == "joint" and written["max_steps"] == 1
 

@@ -12,7 +12,7 @@ Colabator is plug-and-play: it fine-tunes any of our networks, DCMPNet or CORUN.
 ``trust.py``           the per-pixel trust of a label from block-wise scores (the paper's local coherence)
 ``strong_augment.py``  the student's strongly augmented view (photometric jitter, blur, noise, JPEG)
 ``networks.py``        one adapter per model family: forward, label, loss terms, checkpoint
-``finetune.py``        the loop, checkpoints and exact resume; the ``dehaze finetune`` command
+``finetune.py``        the loop, checkpoints and exact resume (the ``dehaze finetune`` command: ``commands.finetune``)
 
 What differs from the released code, and why:
 

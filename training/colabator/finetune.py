@@ -1,4 +1,4 @@
-"""``dehaze finetune --config FILE --real DIR [--resume]``: Colabator fine-tuning of any of our networks.
+"""Colabator fine-tuning of any of our networks (``dehaze finetune --config FILE --real DIR [--resume]``).
 
 One step (see :mod:`training.colabator` for the method and its sources):
 
@@ -30,7 +30,6 @@ pool, random state and step; ``dehaze release`` strips it for shipping.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -45,7 +44,7 @@ from tqdm import tqdm
 
 from model.device import resolve_device
 from training.augment import random_crop, random_flip
-from training.colabator.config import FinetuneConfig, load_finetune_config
+from training.colabator.config import FinetuneConfig
 from training.colabator.ema import ema_update, make_teacher
 from training.colabator.networks import load_finetune_net
 from training.colabator.pool import LabelPool, PoolEntry
@@ -59,47 +58,12 @@ from training.loop import cosine_factor
 from training.metrics import tone_shift
 from training.pseudo_depth import pseudo_depth
 from training.quality import NIQE_MIN_SIDE, FadeScorer, NiqeScorer, Scorer
-from training.train import parse_overrides
 
-__all__ = ["Finetuner", "add_arguments", "build_scorers", "main", "run"]
+__all__ = ["Finetuner", "build_scorers"]
 
 logger = logging.getLogger(__name__)
 
 EMA_SOURCE = "ema"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--config``, ``--real``, ``--resume`` and ``--set`` of ``dehaze finetune``."""
-    parser.add_argument("--config", required=True, type=Path, help="fine-tuning YAML (training/configs/colabator_*)")
-    parser.add_argument(
-        "--real",
-        action="append",
-        type=Path,
-        default=[],
-        metavar="DIR",
-        help="folder of real hazy photos (repeatable; replaces the config's real.roots)",
-    )
-    parser.add_argument("--resume", action="store_true", help="continue from run_dir/last.pt")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Runs fine-tuning from parsed arguments; returns the exit code."""
-    overrides = parse_overrides(args.set)
-    if args.real:
-        overrides.setdefault("real", {})["roots"] = [str(p) for p in args.real]
-    Finetuner(load_finetune_config(args.config, overrides), resume=args.resume).train()
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point: ``python -m training.colabator.finetune --config FILE --real DIR``."""
-    parser = argparse.ArgumentParser(prog="dehaze finetune", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run(args)
 
 
 def build_scorers(names: Sequence[str], max_pixels: int) -> list[Scorer]:
@@ -445,7 +409,3 @@ class Finetuner:
         finally:
             bar.close()
         return losses
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

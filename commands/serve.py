@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import logging
 
-from service.commands._common import CommandError, add_server_arguments, load_settings, prepare_artifact
-from service.main import create_app
-from service.server import serve
+from commands._common import add_server_arguments, prepare_artifact, serve_api
+from service.config import Settings
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "API and worker in one process (embedded default, no Redis needed)"
 
 logger = logging.getLogger(__name__)
 
@@ -26,15 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export the artifact if needed, then serve until interrupted; returns the exit status."""
-    try:
-        settings = load_settings(host=args.host, port=args.port)
-        if settings.redis_url:
-            logger.warning("dehaze serve uses its in-process queue; DEHAZE_REDIS_URL is ignored")
-            settings = settings.model_copy(update={"redis_url": None})
-        prepare_artifact(settings)
-    except CommandError as error:
-        logger.error("%s", error)
-        return 2
+    return serve_api(args, _embedded)
+
+
+def _embedded(settings: Settings) -> Settings:
+    """The settings without a Redis URL, once the artifact exists."""
+    if settings.redis_url:
+        logger.warning("dehaze serve uses its in-process queue; DEHAZE_REDIS_URL is ignored")
+        settings = settings.model_copy(update={"redis_url": None})
+    prepare_artifact(settings)
     logger.info("serving on http://%s:%d (embedded worker, in-process queue)", settings.host, settings.port)
-    serve(create_app(settings), settings)
-    return 0
+    return settings

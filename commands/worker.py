@@ -11,10 +11,12 @@ import asyncio
 import logging
 import signal
 
-from service.commands._common import CommandError, load_settings, prepare_artifact
+from commands._common import CommandError, load_settings, prepare_artifact
 from service.config import Settings
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "a batching inference worker on a Redis queue"
 
 logger = logging.getLogger(__name__)
 

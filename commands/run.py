@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from service.commands._common import CommandError, load_settings
+from commands._common import CommandError, load_settings
 from service.config import Settings
 
 if TYPE_CHECKING:
     from service.worker.runner import Runner
 
 __all__ = [
+    "HELP",
     "IMAGE_SUFFIXES",
     "Planned",
     "add_arguments",
@@ -38,6 +39,8 @@ __all__ = [
     "prepare_output_folder",
     "run",
 ]
+
+HELP = "dehaze files and folders offline"
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,14 @@
-"""Pieces shared by the service commands: settings from the environment with CLI overrides, the model artifact."""
+"""What several commands share: settings from the environment with CLI overrides, the model artifact, the server.
+
+``serve`` and ``api`` differ only in how they check and adjust the settings; :func:`serve_api` does the rest for
+both.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +16,17 @@ from pydantic import ValidationError
 
 from service.config import Settings
 
-__all__ = ["CommandError", "add_server_arguments", "load_settings", "prepare_artifact"]
+__all__ = ["CommandError", "add_server_arguments", "load_settings", "prepare_artifact", "serve_api"]
 
 logger = logging.getLogger(__name__)
 
 
 class CommandError(Exception):
-    """A problem the user can fix (bad settings, missing files); printed without a traceback."""
+    """A problem the user can fix (bad settings, missing files): logged without a traceback, exit ``status``."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,3 +62,26 @@ def prepare_artifact(settings: Settings) -> Path:
     path = ensure_artifact(weights, artifact)
     logger.info("model artifact: %s (from %s)", path, weights)
     return Path(path)
+
+
+def serve_api(args: argparse.Namespace, prepare: Callable[[Settings], Settings]) -> int:
+    """Serve the API with the settings of the environment and ``--host``/``--port``, until interrupted.
+
+    Args:
+        args: The parsed ``--host`` and ``--port``.
+        prepare: Checks the settings for the command's arrangement and returns those to serve with; it raises
+            CommandError for a problem the user can fix.
+
+    Returns:
+        0 after serving; 2 (the problem logged) when the settings are invalid or ``prepare`` refuses them.
+    """
+    try:
+        settings = prepare(load_settings(host=args.host, port=args.port))
+    except CommandError as error:
+        logger.error("%s", error)
+        return 2
+    from service.main import create_app
+    from service.server import serve
+
+    serve(create_app(settings), settings)
+    return 0
