@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from commands import api, compare, evaluate, export, finetune, release, run, serve, summary, train, worker
-from model.allocator import tune_for_inference
+from commands.allocator import tune_for_inference
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]
 

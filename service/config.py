@@ -94,7 +94,7 @@ class Settings(BaseSettings):
 
     malloc_tuning: bool = Field(
         default=True,
-        description="glibc malloc settings for inference (model.allocator), applied by every dehaze command at start",
+        description="glibc malloc settings for inference (commands.allocator), set by every dehaze command at start",
     )
 
     @field_validator("log_level", mode="before")

@@ -1,6 +1,6 @@
 """The authors' evaluation protocol in a process of its own: eager pipeline, one image at a time, fp32, default malloc.
 
-Our ``dehaze`` processes tune glibc's malloc (``model.allocator``); that is part of our pipeline, not of the
+Our ``dehaze`` processes tune glibc's malloc (``commands.allocator``); that is part of our pipeline, not of the
 authors' script, and ``mallopt`` settings cannot be undone inside a process (the heap a tuned mode leaves behind
 would speed up a baseline run after it). So the baseline runs in a spawned child that never tunes malloc, with the
 same weights and thread count, and the parent sends it each round's images: rounds still alternate with the other

@@ -6,7 +6,7 @@ The embedded service (``dehaze serve``, default settings except a long ``max_bat
 requests surely share one batch) runs as a child process. Before each case its peak RSS (``VmHWM`` in
 ``/proc/PID/status``) is reset to its current RSS (``/proc/PID/clear_refs``), so each figure is that case's own
 peak, model and runtime included. Each case also gets a service process of its own: the ``dehaze`` command tunes
-glibc malloc to keep freed buffers for reuse (``model.allocator``), so after one case the RSS stays near that case's
+glibc malloc to keep freed buffers for reuse (``commands.allocator``), so after one case the RSS stays near that case's
 peak and a later case in the same process could not show a lower one. Cases:
 
     ``idle``: after start and warm-up (of the first case's process).

@@ -10,7 +10,7 @@ and the ratio to the baseline, the median of the per-round ratios.
 Modes (the timed region of each is host float array in -> host float array out, so copies count everywhere):
     ``eager_b1``: the authors' protocol (DCMPNET.md §4): the eager pipeline, batch 1, fp32, under ``no_grad``,
         in a child process with glibc's default malloc (``tests.benchmarks.baseline``).
-    ``eager_b1_tuned``: the same in this process, under the service's malloc settings (``model.allocator``),
+    ``eager_b1_tuned``: the same in this process, under the service's malloc settings (``commands.allocator``),
         which every mode below uses too: it splits the gain into the allocator's and the tracing's share.
     ``traced_b1``: the TorchScript artifact (``model.export``), batch 1, through the worker's ``Runner``.
     ``traced_batched``: the artifact on batches of ``--batch-size`` whole images (same-size images stack).
@@ -131,7 +131,7 @@ def build_modes(
     """The baseline, the eager path in this process, and per dtype the three traced modes.
 
     Names get ``[dtype]`` when not fp32. The baseline is a ``BaselineProcess`` (glibc's default malloc, as the
-    authors' script would run); every other mode runs here under the service's settings (``model.allocator``),
+    authors' script would run); every other mode runs here under the service's settings (``commands.allocator``),
     so ``eager_b1_tuned`` separates the allocator's share of the gain from the tracing's.
     """
     modes: dict[str, ModeFn] = {BASELINE: baseline, TUNED_EAGER: eager_b1(pipeline, device)}

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.allocator import ENV_SWITCH, tune_for_inference
+from commands.allocator import ENV_SWITCH, tune_for_inference
 from model.checkpoint import DEFAULT_WEIGHTS, load_pipeline_from_weights
 from model.device import resolve_device
 from model.export import export_pipeline
@@ -127,7 +127,7 @@ def machine_info(device: torch.device, threads: int) -> dict[str, Any]:
         "cuda_device_name": torch.cuda.get_device_name(device) if cuda else None,
         "cuda_version": torch.version.cuda if cuda else None,
         "loadavg_start": loadavg(),
-        "malloc": os.environ.get(ENV_SWITCH, "1") + f" ({ENV_SWITCH}; 1 = model.allocator settings)",
+        "malloc": os.environ.get(ENV_SWITCH, "1") + f" ({ENV_SWITCH}; 1 = commands.allocator settings)",
     }
 
 

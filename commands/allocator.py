@@ -9,8 +9,8 @@ that a worker thread's allocations share the main heap, which can grow past the 
 that cost. The price: freed memory stays in the process for reuse instead of going back to the OS, so RSS stays
 near its high-water mark, which is the model's peak anyway (bench_memory and bench_soak measure both).
 
-Applied by the ``dehaze`` command at start, before any thread exists. ``DEHAZE_MALLOC_TUNING=0`` turns it off.
-On other C libraries (musl, macOS, Windows) nothing happens.
+Applied by the ``dehaze`` command at start (``commands.cli.main``), before any thread exists. ``DEHAZE_MALLOC_TUNING=0``
+turns it off. On other C libraries (musl, macOS, Windows) nothing happens.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""model.allocator: in a fresh process, a large freed buffer stays in the heap when tuned and goes back otherwise."""
+"""commands.allocator: in a fresh process, a large freed buffer stays in the heap when tuned and goes back otherwise."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from model.allocator import ENV_SWITCH
+from commands.allocator import ENV_SWITCH
 
 pytestmark = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's"
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
 
 _PROBE = """
 import numpy as np
-from model.allocator import tune_for_inference
+from commands.allocator import tune_for_inference
 applied = tune_for_inference()
 buffer = np.ones(256 << 20, dtype=np.uint8)  # 256 MiB, every page touched
 del buffer
