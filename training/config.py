@@ -72,6 +72,10 @@ class RunSettings(StrictModel):
     def _device(cls, v: str) -> str:
         return check_device(v)
 
+    def to_yaml(self) -> str:
+        """The config as YAML (what is written into the run folder)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
 
 class SceneSplits(StrictModel):
     """The held-out scenes of a RESIDE-layout folder, as strings and disjoint.
@@ -305,10 +309,6 @@ class TrainConfig(RunSettings):
         if v not in VARIANTS:
             raise ValueError(f"unknown variant {v!r}; choices: {sorted(VARIANTS)}")
         return v
-
-    def to_yaml(self) -> str:
-        """The config as YAML (what is written into the run folder)."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:

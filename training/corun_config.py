@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, field_validator, model_validator
 
 from training.config import RunSettings, SceneSplits, StrictModel, read_yaml
@@ -188,10 +187,6 @@ class CorunTrainConfig(RunSettings):
         if v not in CORUN_VARIANTS:
             raise ValueError(f"unknown CORUN variant {v!r}; choices: {sorted(CORUN_VARIANTS)}")
         return v
-
-    def to_yaml(self) -> str:
-        """The config as YAML (what is written into the run folder)."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
 def is_corun_config(path: str | Path, overrides: dict | None = None) -> bool:

@@ -299,10 +299,6 @@ class FinetuneConfig(RunSettings):
             raise ValueError(f"real.crop {self.real.crop} exceeds real.max_side {self.real.max_side}")
         return self
 
-    def to_yaml(self) -> str:
-        """The config as YAML (written into the run folder)."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
 
 def load_finetune_config(path: str | Path, overrides: dict | None = None) -> FinetuneConfig:
     """Reads and validates a fine-tuning YAML file, with a nested dict of overrides merged over it.
