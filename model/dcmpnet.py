@@ -32,6 +32,7 @@ from torch import nn
 
 from model.depthnet import DepthNet
 from model.drdb import DRDB
+from model.layout import cat_channels, keep_channels_last
 from model.unet import UNet
 from model.variants import PhiConfig
 
@@ -192,7 +193,7 @@ class Attention(nn.Module):
         out = self.conv(v)
         if self.QK is not None and self.attn is not None:
             h, w = x.shape[-2:]
-            qkv = self._pad(torch.cat([self.QK(x), v], dim=1))
+            qkv = self._pad(cat_channels([self.QK(x), v]))
             hp, wp = qkv.shape[-2:]
             windows = self.attn(window_partition(qkv.permute(0, 2, 3, 1), self.window_size))
             shifted = window_reverse(windows, self.window_size, hp, wp)
@@ -319,7 +320,7 @@ class MFM(nn.Module):
         stacked = torch.stack(feats, dim=1)
         attn = self.mlp(stacked.sum(dim=1).mean(dim=(2, 3), keepdim=True))
         attn = torch.softmax(attn.unflatten(1, (self.height, -1)), dim=1)
-        return (stacked * attn).sum(dim=1)
+        return keep_channels_last((stacked * attn).sum(dim=1), feats)
 
 
 class InstanceNorm(nn.Module):
@@ -507,18 +508,18 @@ class DCMPNet(nn.Module):
         d1, d2, d3 = feats
         dep = self.drdb(self._hazy_depth(x1, depth))
 
-        x_dn1 = self.legm1(self.conv1(torch.cat([self.patch_embed(x1), d3, dep], dim=1)))
-        x_dn2 = self.legm2(self.conv2(torch.cat([self.patch_merge1(x_dn1), d2], dim=1)))
+        x_dn1 = self.legm1(self.conv1(cat_channels([self.patch_embed(x1), d3, dep])))
+        x_dn2 = self.legm2(self.conv2(cat_channels([self.patch_merge1(x_dn1), d2])))
         x = self.patch_merge2(x_dn2)
-        x_dn3 = self.legm3(self.conv3(torch.cat([x, d1], dim=1)))
+        x_dn3 = self.legm3(self.conv3(cat_channels([x, d1])))
         fuse2, fuse3 = self.msaam(x_dn1, x_dn2, x_dn3)
 
         # As released: the decoder starts from the patch_merge2 output; legm3 reaches it only through MSAAM.
-        x = self.patch_split1(self.conv_d1(torch.cat([fuse3, x], dim=1)))
+        x = self.patch_split1(self.conv_d1(cat_channels([fuse3, x])))
         x = self.mfm1([x, self.skip2(x_dn2)]) + x
-        x = self.legm4(self.conv4(torch.cat([x, d2], dim=1)))
-        x = self.patch_split2(self.conv_d2(torch.cat([fuse2, x], dim=1)))
+        x = self.legm4(self.conv4(cat_channels([x, d2])))
+        x = self.patch_split2(self.conv_d2(cat_channels([fuse2, x])))
         x = self.mfm2([x, self.skip1(x_dn1)]) + x
-        x = self.legm5(self.conv5(torch.cat([x, d3], dim=1)))
+        x = self.legm5(self.conv5(cat_channels([x, d3])))
         out = (self.patch_unembed(x) + x1)[:, :, :h, :w]
         return out * 0.5 + 0.5, feats

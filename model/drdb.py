@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.layout import cat_channels
+
 __all__ = ["DRDB"]
 
 
@@ -38,5 +40,5 @@ class DRDB(nn.Module):
         feats = x
         for i in range(self.layers):
             conv = getattr(self, f"Dcov{i + 1}")
-            feats = torch.cat([feats, F.relu(conv(feats))], dim=1)
+            feats = cat_channels([feats, F.relu(conv(feats))])
         return x + F.relu(self.conv(feats))

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.layout import cat_channels
+
 __all__ = ["DoubleConv", "Down", "UNet", "Up"]
 
 
@@ -57,7 +59,7 @@ class Up(nn.Module):
         dy = skip.shape[-2] - x.shape[-2]
         dx = skip.shape[-1] - x.shape[-1]
         x = F.pad(x, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
-        return self.conv(torch.cat([skip, x], dim=1))
+        return self.conv(cat_channels([skip, x]))
 
 
 class UNet(nn.Module):
