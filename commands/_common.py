@@ -49,18 +49,21 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def prepare_artifact(settings: Settings) -> Path:
-    """Export the TorchScript artifact from the weights when it is missing or older than them.
+    """Export the TorchScript artifact the worker will load (``served_artifact``: the settings' device and precision
+    resolved) when it is missing, was made from other weights or computes in another precision.
 
     Raises:
         CommandError: when the weights file does not exist.
     """
-    weights, artifact = settings.weights_path(), settings.artifact_path()
+    weights = settings.weights_path()
     if not weights.is_file():
         raise CommandError(f"weights file not found: {weights} (set DEHAZE_WEIGHTS)")
     from model.export import ensure_artifact  # torch is imported only by commands that run the model
+    from service.worker.runner import served_artifact
 
-    path = ensure_artifact(weights, artifact)
-    logger.info("model artifact: %s (from %s)", path, weights)
+    artifact, dtype = served_artifact(settings)
+    path = ensure_artifact(weights, artifact, dtype)
+    logger.info("model artifact: %s (%s, from %s)", path, dtype, weights)
     return Path(path)
 
 

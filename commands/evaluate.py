@@ -10,6 +10,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from service.config import PRECISIONS
+
 __all__ = ["HELP", "add_arguments", "run"]
 
 HELP = "PSNR/SSIM/FADE/depth metrics of a model or of the DCP baseline"
@@ -47,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--max-side", type=int, default=None, help="downscale so the longer side is <= N")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    parser.add_argument(
+        "--dtype",
+        choices=PRECISIONS,
+        default="float32",
+        help="the network's precision; auto = what the service picks on this device (default: float32)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
             limit=args.limit,
             max_side=args.max_side,
             device=args.device,
+            dtype=args.dtype,
         )
     except (ValueError, FileNotFoundError, OSError, RuntimeError) as err:
         logger.error("evaluation failed: %s", err)

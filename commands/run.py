@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from commands._common import CommandError, load_settings
-from service.config import Settings
+from service.config import PRECISIONS, Settings
 
 if TYPE_CHECKING:
     from service.worker.runner import Runner
@@ -56,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fade-csv", type=Path, help="write FADE before/after of every image to this CSV file")
     parser.add_argument("--weights", type=Path, help="checkpoint (default: DEHAZE_WEIGHTS or the shipped weights)")
     parser.add_argument("--format", choices=sorted(_EXTENSIONS), default="png", help="output format (default png)")
+    parser.add_argument(
+        "--dtype",
+        choices=PRECISIONS,
+        default=None,
+        help="compute precision (default: DEHAZE_DTYPE, else auto: bfloat16 on a CPU with native bfloat16)",
+    )
     parser.add_argument("--recursive", action="store_true", help="also look into sub-folders")
     parser.add_argument("--overwrite", action="store_true", help="allow outputs to replace input files")
 
@@ -156,7 +162,7 @@ def _same_file(a: Path, b: Path) -> bool:
 def run(args: argparse.Namespace) -> int:
     """Dehaze every input; returns 0 when all succeeded, 1 when some failed, 2 on a usage error."""
     try:
-        settings = load_settings(weights=args.weights)
+        settings = load_settings(weights=args.weights, dtype=args.dtype)
         images = find_images(args.inputs, args.recursive)
         weights = settings.weights_path()
         if not weights.is_file():

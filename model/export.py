@@ -12,9 +12,14 @@ graph) fails the export instead of producing an artifact that is silently wrong 
 ``torch.jit.script`` is not used (the authors' layout has optional submodules), ``torch.compile`` was measured
 too slow to compile on a CPU for a dynamic-size server (DCMPNET.md §5.4).
 
-An artifact exported from a weights file carries ``dehaze_model.json`` (variant, SHA-256 of the weights) as a
-TorchScript extra file: the service reports the served model from it, and ``ensure_artifact`` re-exports when the
-weights' content changes (mtimes alone mislead after a copy, a checkout or a volume mount).
+An artifact exported from a weights file carries ``dehaze_model.json`` (variant, SHA-256 of the weights, the
+precision it computes in) as a TorchScript extra file: the service reports the served model from it, and
+``ensure_artifact`` re-exports when the weights' content or the wanted precision changes (mtimes alone mislead
+after a copy, a checkout or a volume mount).
+
+Precision: ``dtype="bfloat16"`` traces a :class:`model.precision.CastPipeline` (bfloat16 weights, float32 in and
+out), the CPU's reduced precision; its forward contract is the float32 one. An artifact that records no ``dtype``
+computes in float32.
 """
 
 from __future__ import annotations
@@ -32,9 +37,11 @@ import torch
 from torch import nn
 
 from model.checkpoint import load_pipeline_from_weights, read_weights, variant_of, write_atomically
+from model.precision import ARTIFACT_DTYPES, TORCH_DTYPES, CastPipeline
 
 __all__ = [
     "INFO_FILE",
+    "artifact_dtype",
     "artifact_info",
     "check_export",
     "ensure_artifact",
@@ -71,18 +78,31 @@ def _trace_strict(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptM
     return traced
 
 
+class _ChannelsLastInput(nn.Module):
+    """Runs ``module`` on its input laid out NHWC (the image would otherwise enter four convolutions NCHW)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.module(x.contiguous(memory_format=torch.channels_last))
+
+
 def _channels_last_copy(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` with its 4-D weights channels-last (NHWC in memory); the caller's module is untouched.
+    """A copy of ``module`` with its 4-D weights channels-last (NHWC in memory) that takes its input NHWC; the
+    caller's module is untouched.
 
     Frozen into the artifact, such weights make the convolutions run NHWC throughout, without layout conversions
-    around each one: on the 2-core CPU the small model's artifact ran about 1.3× faster than with NCHW weights
-    (``tests/benchmarks/bench_model.py``), with outputs equal to ~1e-6. Inputs may have either layout.
+    around each one (``model.layout`` keeps concatenations NHWC too): on the 2-core CPU the small model's artifact
+    ran about 1.3× faster than with NCHW weights (``tests/benchmarks/bench_model.py``), with outputs equal to
+    ~1e-6. Inputs may have either layout.
     """
     clone = copy.deepcopy(module)
     for param in clone.parameters():
         if param.dim() == 4:
             param.data = param.data.contiguous(memory_format=torch.channels_last)
-    return clone
+    return _ChannelsLastInput(clone).train(module.training)
 
 
 def export_pipeline(
@@ -90,22 +110,27 @@ def export_pipeline(
     path: str | Path,
     example_hw: tuple[int, int] = (64, 64),
     info: dict[str, str] | None = None,
+    dtype: str = "float32",
 ) -> Path:
-    """Traces, freezes and saves (atomically) the pipeline in eval mode.
+    """Traces, freezes and saves (atomically) the pipeline in eval mode, computing in ``dtype``.
 
     Args:
         pipeline: A :class:`model.pipeline.DehazePipeline`, a :class:`model.corun_pipeline.CorunPipeline`, or any
             module with the same forward contract.
         path: Destination file.
         example_hw: Size of the example input used for tracing (the artifact works at every size).
-        info: What the artifact was made from (``variant``, ``weights_sha256``), stored inside it.
+        info: What the artifact was made from (``variant``, ``weights_sha256``), stored inside it with ``dtype``.
+        dtype: ``float32`` or ``bfloat16`` (the weights are cast; input and outputs stay float32).
 
     Returns:
         The path written.
 
     Raises:
         RuntimeError: Tracing emitted a TracerWarning.
+        ValueError: An unknown ``dtype``.
     """
+    if dtype not in ARTIFACT_DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {list(ARTIFACT_DTYPES)}")
     path = Path(path)
     was_training = pipeline.training
     pipeline.eval()
@@ -113,14 +138,18 @@ def export_pipeline(
         example = torch.rand(1, 3, *example_hw, generator=torch.Generator().manual_seed(0))
         param = next(iter(pipeline.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
+        module = _channels_last_copy(pipeline)
+        if dtype != "float32":
+            module = CastPipeline(module, TORCH_DTYPES[dtype]).eval()
         with torch.inference_mode(False), torch.no_grad(), _jit_deprecation_silenced():
-            frozen = torch.jit.freeze(_trace_strict(_channels_last_copy(pipeline), example.to(device)))
+            frozen = torch.jit.freeze(_trace_strict(module, example.to(device)))
     finally:
         pipeline.train(was_training)
+    recorded = {**(info or {}), "dtype": dtype}
 
     def write(tmp: str) -> None:
         with _jit_deprecation_silenced():
-            torch.jit.save(frozen, tmp, _extra_files={INFO_FILE: json.dumps(info or {})})
+            torch.jit.save(frozen, tmp, _extra_files={INFO_FILE: json.dumps(recorded)})
 
     write_atomically(path, write)
     logger.info("exported TorchScript artifact %s", path)
@@ -144,6 +173,11 @@ def artifact_info(path: str | Path) -> dict[str, str]:
     except json.JSONDecodeError:
         return {}
     return {str(k): str(v) for k, v in info.items()} if isinstance(info, dict) else {}
+
+
+def artifact_dtype(path: str | Path) -> str:
+    """The precision an artifact computes in (``float32`` when it does not say: exported before it was recorded)."""
+    return artifact_info(path).get("dtype", "float32")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -176,10 +210,12 @@ def check_export(
     return worst
 
 
-def ensure_artifact(weights: str | Path, artifact: str | Path) -> Path:
-    """The artifact for ``weights``, exported first if it is missing or was made from other weights.
+def ensure_artifact(weights: str | Path, artifact: str | Path, dtype: str = "float32") -> Path:
+    """The ``dtype`` artifact for ``weights``, exported first if it is missing, was made from other weights or
+    computes in another precision.
 
-    An artifact that does not record its weights (exported without ``info``) is kept when it is newer than them.
+    An artifact that does not record its weights (exported without ``info``) is kept when it is newer than them and
+    of the right precision.
 
     Raises:
         FileNotFoundError: The weights file does not exist.
@@ -189,12 +225,16 @@ def ensure_artifact(weights: str | Path, artifact: str | Path) -> Path:
         raise FileNotFoundError(f"weights file not found: {weights}")
     digest = file_sha256(weights)
     if artifact.is_file():
-        made_from = artifact_info(artifact).get("weights_sha256")
-        if made_from == digest or (made_from is None and artifact.stat().st_mtime >= weights.stat().st_mtime):
+        recorded = artifact_info(artifact)
+        made_from = recorded.get("weights_sha256")
+        same_weights = made_from == digest or (
+            made_from is None and artifact.stat().st_mtime >= weights.stat().st_mtime
+        )
+        if same_weights and recorded.get("dtype", "float32") == dtype:
             return artifact
-    logger.info("exporting %s from %s", artifact, weights)
+    logger.info("exporting %s (%s) from %s", artifact, dtype, weights)
     info = {"variant": weights_variant(weights) or "unknown", "weights_sha256": digest}
-    return export_pipeline(load_pipeline_from_weights(weights), artifact, info=info)
+    return export_pipeline(load_pipeline_from_weights(weights), artifact, info=info, dtype=dtype)
 
 
 def weights_variant(weights: str | Path) -> str | None:

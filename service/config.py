@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["PRECISIONS", "Precision", "Settings", "get_settings"]
+
+Precision = Literal["auto", "float32", "bfloat16", "float16"]
+"""``DEHAZE_DTYPE`` and ``--dtype``; ``model.precision.resolve_dtype`` says what each means on a device."""
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 _CPU_COMPUTE_BUDGET = 8 * 640 * 640
 """Default ``max_compute_pixels`` on the CPU: eight 640² tiles, exactly a 1920×1080 photo at the default tiling."""
@@ -30,7 +34,13 @@ class Settings(BaseSettings):
         description="TorchScript artifact; default: next to the weights, exported on first start if missing",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto = CUDA when available, else CPU")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field(default="float32", description="compute precision on CUDA")
+    dtype: Precision = Field(
+        default="auto",
+        description=(
+            "compute precision; auto = bfloat16 on a CPU with native bfloat16 (AVX-512 BF16/AMX), else float32; "
+            "bfloat16/float16 on CUDA run under autocast"
+        ),
+    )
     torch_threads: int = Field(default=0, ge=0, description="CPU threads for torch (0 = torch's default)")
     # queue
     redis_url: str | None = Field(default=None, description="Redis URL; unset = in-process queue (embedded mode)")
@@ -141,12 +151,17 @@ class Settings(BaseSettings):
 
         return Path(DEFAULT_WEIGHTS)
 
-    def artifact_path(self) -> Path:
-        """The TorchScript artifact: ``artifact``, or ``<weights stem>.ts.pt`` next to the weights when unset."""
-        if self.artifact is not None:
-            return self.artifact
+    def artifact_path(self, dtype: str = "float32") -> Path:
+        """The TorchScript artifact of a precision: ``artifact``, or ``<weights stem>.ts.pt`` next to the weights
+        when unset; for bfloat16 its sibling ``<name>.bfloat16.ts.pt``, so both precisions can sit side by side
+        (an ``artifact`` already named ``*.bfloat16.ts.pt`` is that sibling itself).
+        """
         weights = self.weights_path()
-        return weights.with_name(f"{weights.stem}.ts.pt")
+        base = self.artifact if self.artifact is not None else weights.with_name(f"{weights.stem}.ts.pt")
+        if dtype == "float32" or base.name.endswith(f".{dtype}.ts.pt"):
+            return base
+        stem = base.name.removesuffix(".pt").removesuffix(".ts")
+        return base.with_name(f"{stem}.{dtype}.ts.pt")
 
     @property
     def api_key_set(self) -> frozenset[str]:

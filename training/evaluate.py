@@ -51,6 +51,7 @@ import torch
 from PIL import Image
 
 from model.device import resolve_device
+from model.precision import TORCH_DTYPES, resolve_dtype, with_precision
 from service.codec import to_uint8, to_uint16
 from training.data import PairRecord, list_images, load_depth, load_rgb, resize_max_side, scan_pairs
 from training.metrics import depth_errors, fade, mean_finite_psnr, psnr, ssim, tone_shift
@@ -150,20 +151,28 @@ def _teacher_method(teacher: str) -> tuple[Method, str]:
     return method, str(path)
 
 
-def _network_method(weights: Path | None, device: torch.device) -> tuple[Method, str, str]:
-    """The network of a weights file as a method, the file's path, and the model family (the method's name)."""
+def _network_method(weights: Path | None, device: torch.device, dtype: str) -> tuple[Method, str, str]:
+    """The network of a weights file as a method, the file's path, and the model family (the method's name).
+
+    ``dtype`` is resolved as the service resolves it (``model.precision``): a bfloat16 copy on the CPU, autocast
+    on CUDA.
+    """
     from model.checkpoint import DEFAULT_WEIGHTS, load_pipeline_from_weights
     from model.corun_pipeline import CorunPipeline
 
     path = weights if weights is not None else DEFAULT_WEIGHTS
     if not Path(path).is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    pipeline = load_pipeline_from_weights(path).to(device).eval()
+    network = load_pipeline_from_weights(path)
+    family = "corun" if isinstance(network, CorunPipeline) else "dcmpnet"
+    pipeline = with_precision(network, dtype, device.type).to(device).eval()
+    autocast = device.type == "cuda" and dtype != "float32"
 
     def method(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return pipeline(img)
+        with torch.autocast("cuda", dtype=TORCH_DTYPES[dtype], enabled=autocast):
+            return pipeline(img)
 
-    return method, str(path), "corun" if isinstance(pipeline, CorunPipeline) else "dcmpnet"
+    return method, str(path), family
 
 
 def _to_tensor(arr: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -232,6 +241,7 @@ def evaluate(
     limit: int | None = None,
     max_side: int | None = None,
     device: str = "auto",
+    dtype: str = "float32",
 ) -> dict:
     """Evaluates a method on a folder and writes ``metrics.json`` and ``per_image.csv``.
 
@@ -248,6 +258,8 @@ def evaluate(
         limit: Only the first N images (sorted by name).
         max_side: Downscale so the longer side is at most this (see the module docstring).
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        dtype: The network's precision (``model.precision.DTYPES``; ``auto`` as the service picks it). The default
+            is float32, the reference every other precision is gated against.
 
     Returns:
         The metrics written to ``metrics.json``.
@@ -262,6 +274,7 @@ def evaluate(
     if not data.is_dir():
         raise FileNotFoundError(f"not a folder: {data}")
     dev = resolve_device(device)
+    dtype = resolve_dtype(dtype, dev.type)
     method: Method
     weights_name: str | None
     if baseline == "dcp":
@@ -272,7 +285,7 @@ def evaluate(
         method, weights_name = _teacher_method(teacher)
         method_name = "lkd"
     else:
-        method, weights_name, method_name = _network_method(weights, dev)
+        method, weights_name, method_name = _network_method(weights, dev, dtype)
     keep = _held_out_names(held_out_of) if held_out_of is not None else None
     loaders, paired = _samples(data, scenes, limit, max_side, keep)
     out = Path(out)
@@ -295,6 +308,7 @@ def evaluate(
     metrics: dict = {
         "method": method_name,
         "weights": weights_name,
+        "dtype": dtype if method_name in ("dcmpnet", "corun") else None,
         "data": str(data),
         "paired": paired,
         "n_images": len(rows),

@@ -35,7 +35,7 @@ from service.queue.base import Job, JobQueue, JobResult, QueueUnavailableError
 from service.worker.batching import collect_batch, group_by_shape
 from service.worker.observers import NullObserver, WorkerObserver, default_observer
 from service.worker.plan import ImagePlan, Piece
-from service.worker.runner import ItemOutput, Runner
+from service.worker.runner import ItemOutput, Runner, served_artifact
 from service.worker.tiling import check_compute
 
 __all__ = ["Worker", "run_worker"]
@@ -363,7 +363,7 @@ async def run_worker(
         ready: set once the model is warm and the first heartbeat is written.
         stop: set it to drain the jobs in hand and return; None runs until cancelled.
         worker_id: the name in heartbeats (default: host-pid).
-        runner: a ready runner (tests); default loads ``settings.artifact_path()``.
+        runner: a ready runner (tests); default loads the artifact of ``runner.served_artifact(settings)``.
         observer: metric hooks; default ``MetricsObserver``.
     """
     observer = observer or default_observer()
@@ -372,7 +372,7 @@ async def run_worker(
 
         torch.set_num_threads(settings.torch_threads)
     if runner is None:
-        path = settings.artifact_path()
+        path, _ = served_artifact(settings)
         logger.info("loading %s on %s (%s)", path, settings.device, settings.dtype)
         runner = await asyncio.to_thread(Runner.from_artifact, path, settings.device, settings.dtype)
     shapes = _warm_up_shapes(settings)

@@ -2,7 +2,9 @@
 
 The runner accepts any callable with the pipeline's contract (``x`` N×3×H×W float in [0, 1] ->
 ``(dehazed N×3×H×W, depth N×1×H×W)``): the TorchScript artifact in production, an eager module in tests.
-Forwards run under ``torch.inference_mode``; on CUDA in bfloat16/float16 through autocast when configured.
+Forwards run under ``torch.inference_mode``; on CUDA in bfloat16/float16 through autocast when configured; on the
+CPU in bfloat16 through a bfloat16 copy of the weights (``model.precision``: an artifact exported in bfloat16, or a
+:class:`model.precision.CastPipeline` around an eager module).
 A CUDA out-of-memory error splits the batch in halves and retries; any other error is narrowed down by the
 same bisection, so only the item that really fails gets an error and its batch-mates get their outputs.
 The runner holds no per-request state: one instance serves every batch. ``to_tensor`` and ``from_tensor`` are the
@@ -15,15 +17,20 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from model.device import resolve_device
+from model.precision import TORCH_DTYPES, artifact_dtype_for, resolve_dtype, with_precision
 from service.worker.batching import group_by_shape
 from service.worker.plan import ImagePlan
 
-__all__ = ["DEVICES", "Runner", "from_tensor", "infer_image", "is_out_of_memory", "to_tensor"]
+if TYPE_CHECKING:
+    from service.config import Settings
+
+__all__ = ["DEVICES", "Runner", "from_tensor", "infer_image", "is_out_of_memory", "served_artifact", "to_tensor"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +39,6 @@ ItemOutput = tuple[np.ndarray, np.ndarray] | Exception
 
 DEVICES = ("auto", "cpu", "cuda")
 """The devices a runner accepts (``DEHAZE_DEVICE``); ``model.device.resolve_device`` says which one ``auto`` is."""
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -62,42 +67,54 @@ class Runner:
     """Runs a dehazing module on batches of same-shape H×W×3 arrays.
 
     Args:
-        module: any callable with the pipeline's forward contract; moved to ``device`` when it is a module.
+        module: any callable with the pipeline's forward contract; moved to ``device`` when it is a module. An
+            eager module is wrapped in a bfloat16 copy for a reduced precision on the CPU; a TorchScript module is
+            taken to compute in ``dtype`` already (``from_artifact`` checks the artifact's record).
         device: ``auto``, ``cpu`` or ``cuda``.
-        dtype: ``float32``, or ``bfloat16``/``float16`` (autocast; CUDA only, CPU falls back to float32).
+        dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``, resolved for the device by
+            ``model.precision.resolve_dtype`` (``auto``: bfloat16 on a CPU with native bfloat16, else float32).
         info: ``variant`` and ``version`` of the model, copied into every result.
     """
 
     def __init__(
         self, module: Model, device: str = "auto", dtype: str = "float32", info: dict[str, str] | None = None
     ) -> None:
-        if dtype not in _DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
         self.device = resolve_device(device, DEVICES)
-        if dtype != "float32" and self.device.type != "cuda":
-            logger.warning("dtype %s is only used on CUDA; running float32 on %s", dtype, self.device)
-            dtype = "float32"
-        self.dtype = dtype
+        self.dtype = resolve_dtype(dtype, self.device.type)
+        if isinstance(module, torch.nn.Module) and not isinstance(module, torch.jit.ScriptModule):
+            module = with_precision(module, self.dtype, self.device.type)
         if isinstance(module, torch.nn.Module):
             module = module.to(self.device).eval()
         self.module = module
         self.info = dict(info or {})
 
     @classmethod
-    def from_artifact(cls, path: Path, device: str = "auto", dtype: str = "float32") -> Runner:
+    def from_artifact(cls, path: Path, device: str = "auto", dtype: str | None = None) -> Runner:
         """Load the TorchScript artifact once (``model.export.load_artifact``) onto the resolved device.
 
         The model's name is the variant recorded in the artifact, its version the first 12 hex digits of the
-        SHA-256 of the weights it was exported from (of the artifact itself when it records neither).
+        SHA-256 of the weights it was exported from (of the artifact itself when it records neither). ``dtype``
+        None runs the artifact in the precision it records.
+
+        Raises:
+            ValueError: the artifact computes in another precision than ``dtype`` resolves to on the device (on
+                CUDA a float32 artifact serves every precision, under autocast).
         """
         from model.export import artifact_info, file_sha256, load_artifact
 
         resolved = resolve_device(device, DEVICES)
-        module = load_artifact(path, device=str(resolved))
         made_from = artifact_info(path)
+        recorded = made_from.get("dtype", "float32")
+        wanted = recorded if dtype is None else resolve_dtype(dtype, resolved.type)
+        if recorded != artifact_dtype_for(wanted, resolved.type) and recorded != wanted:
+            raise ValueError(
+                f"artifact {path} computes in {recorded}, the settings ask for {wanted} on {resolved.type}: "
+                f"export it with `dehaze export --dtype {artifact_dtype_for(wanted, resolved.type)}`"
+            )
+        module = load_artifact(path, device=str(resolved))
         variant = made_from.get("variant") or Path(path).name.split(".")[0]
         version = (made_from.get("weights_sha256") or file_sha256(path))[:12]
-        return cls(module, device=str(resolved), dtype=dtype, info={"variant": variant, "version": version})
+        return cls(module, device=str(resolved), dtype=wanted, info={"variant": variant, "version": version})
 
     # -- forwards -------------------------------------------------------------------------------
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -108,8 +125,8 @@ class Runner:
         """
         x = to_tensor(batch).to(self.device, non_blocking=True)
         autocast = (
-            torch.autocast(device_type="cuda", dtype=_DTYPES[self.dtype])
-            if self.dtype != "float32"
+            torch.autocast(device_type="cuda", dtype=TORCH_DTYPES[self.dtype])
+            if self.dtype != "float32" and self.device.type == "cuda"
             else contextlib.nullcontext()
         )
         with torch.inference_mode(), autocast:
@@ -159,6 +176,17 @@ class Runner:
             "reserved": int(torch.cuda.memory_reserved(self.device)),
             "max_allocated": int(torch.cuda.max_memory_allocated(self.device)),
         }
+
+
+def served_artifact(settings: Settings) -> tuple[Path, str]:
+    """The artifact a worker with these settings loads, and the precision it must be exported in.
+
+    The device and precision are resolved here as the runner resolves them (``auto`` included), so the command that
+    exports the artifact and the worker that loads it agree.
+    """
+    device_type = resolve_device(settings.device, DEVICES).type
+    dtype = artifact_dtype_for(settings.dtype, device_type)
+    return settings.artifact_path(dtype), dtype
 
 
 def infer_image(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from service.config import Settings
 from tests.deploy.conftest import REPO
 from tests.deploy.dockerfile import Instruction, dockerignore_excludes, parse_dockerfile, read_dockerignore
 
@@ -122,6 +123,11 @@ def test_weights_and_exported_artifact_are_in_the_image(instructions: list[Instr
     weights = re.search(r"--weights (\S+)", export.args)[1]
     artifact = re.search(r"--out (\S+)", export.args)[1]
     assert env["DEHAZE_ARTIFACT"] == artifact
+    # the bfloat16 sibling the service looks for (Settings.artifact_path) is exported too, from the same weights
+    sibling = str(Settings(weights=weights, artifact=artifact).artifact_path("bfloat16"))
+    assert re.search(
+        rf"--weights {re.escape(weights)} --dtype bfloat16\s+--out {re.escape(sibling)}(\s|$)", export.args
+    )
     assert env["DEHAZE_WEIGHTS"] == f"/app/{weights}"
     assert _one(instructions, "WORKDIR").args == "/app"
     patterns = read_dockerignore(REPO / ".dockerignore")

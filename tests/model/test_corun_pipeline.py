@@ -94,7 +94,11 @@ def test_families_share_one_namespace() -> None:
 
 
 def test_artifact_records_the_corun_variant(artifact: Path, weights: Path) -> None:
-    assert artifact_info(artifact) == {"variant": "corun_tiny", "weights_sha256": file_sha256(weights)}
+    assert artifact_info(artifact) == {
+        "variant": "corun_tiny",
+        "weights_sha256": file_sha256(weights),
+        "dtype": "float32",
+    }
 
 
 def test_artifact_traced_at_batch_one_runs_at_batch_three_and_320x480(tiny: CorunPipeline, artifact: Path) -> None:

@@ -11,7 +11,15 @@ import torch
 
 from commands.export import add_arguments, run
 from model.checkpoint import save_checkpoint
-from model.export import artifact_info, check_export, ensure_artifact, export_pipeline, file_sha256, load_artifact
+from model.export import (
+    artifact_dtype,
+    artifact_info,
+    check_export,
+    ensure_artifact,
+    export_pipeline,
+    file_sha256,
+    load_artifact,
+)
 from model.pipeline import DehazePipeline, build_pipeline
 
 
@@ -57,7 +65,7 @@ def test_check_export_detects_a_different_model(tiny_pipeline: DehazePipeline, a
 def test_trace_warnings_fail_the_export(tmp_path: Path) -> None:
     class FreezesBatch(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x.view(int(x.shape[0]), -1)
+            return x.reshape(int(x.shape[0]), -1)
 
     with pytest.raises(RuntimeError, match="froze"):
         export_pipeline(FreezesBatch(), tmp_path / "bad.ts.pt", example_hw=(4, 4))
@@ -70,7 +78,8 @@ def test_ensure_artifact_exports_when_missing_or_made_from_other_weights(
     weights = save_checkpoint(tmp_path / "w.pt", tiny_pipeline.phi, tiny_pipeline.psi, "dcmpnet_tiny", {})
     artifact = tmp_path / "a.ts.pt"
     assert ensure_artifact(weights, artifact) == artifact and artifact.is_file()
-    assert artifact_info(artifact) == {"variant": "dcmpnet_tiny", "weights_sha256": file_sha256(weights)}
+    info = {"variant": "dcmpnet_tiny", "weights_sha256": file_sha256(weights), "dtype": "float32"}
+    assert artifact_info(artifact) == info
     first = artifact.stat().st_mtime_ns
     later = first / 1e9 + 10
     os.utime(weights, (later, later))  # touched, same content: the artifact is still the right one
@@ -84,6 +93,36 @@ def test_ensure_artifact_exports_when_missing_or_made_from_other_weights(
     assert artifact.stat().st_mtime_ns != first and artifact_info(artifact)["weights_sha256"] == file_sha256(weights)
     with pytest.raises(FileNotFoundError):
         ensure_artifact(tmp_path / "missing.pt", artifact)
+
+
+def test_a_bfloat16_artifact_computes_in_bfloat16_with_the_float32_contract(
+    tiny_pipeline: DehazePipeline, tmp_path: Path
+) -> None:
+    """Same shapes and float32 outputs at every batch and size; values near float32's but not equal to them."""
+    path = export_pipeline(tiny_pipeline, tmp_path / "tiny.bfloat16.ts.pt", dtype="bfloat16")
+    assert artifact_dtype(path) == "bfloat16"
+    traced = load_artifact(path)
+    x = torch.rand(3, 3, 31, 90, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        reduced, reference = traced(x), tiny_pipeline(x)
+    for low, high in zip(reduced, reference, strict=True):
+        assert low.dtype == torch.float32 and low.shape == high.shape
+        assert float((low - high).abs().max()) < 0.1
+    assert float((reduced[0] - reference[0]).abs().max()) > 0  # the dehazed image: really not float32
+    assert check_export(tiny_pipeline, traced, [(1, 1), (64, 64)], [1, 2]) < 0.1
+    with pytest.raises(ValueError, match="unknown dtype"):
+        export_pipeline(tiny_pipeline, tmp_path / "x.ts.pt", dtype="int4")
+
+
+def test_ensure_artifact_re_exports_for_another_precision(tiny_pipeline: DehazePipeline, tmp_path: Path) -> None:
+    weights = save_checkpoint(tmp_path / "w.pt", tiny_pipeline.phi, tiny_pipeline.psi, "dcmpnet_tiny", {})
+    artifact = ensure_artifact(weights, tmp_path / "a.ts.pt")
+    assert artifact_dtype(artifact) == "float32"
+    ensure_artifact(weights, artifact, "bfloat16")
+    assert artifact_dtype(artifact) == "bfloat16"
+    first = artifact.stat().st_mtime_ns
+    ensure_artifact(weights, artifact, "bfloat16")  # the right one already: kept
+    assert artifact.stat().st_mtime_ns == first
 
 
 def _cli(*argv: str) -> argparse.Namespace:
@@ -101,3 +140,12 @@ def test_cli_exports_weights_and_checks_variant(tiny_pipeline: DehazePipeline, t
     assert run(_cli("--weights", str(weights), "--out", str(tmp_path / "x.pt"), "--variant", "dcmpnet_small")) == 1
     assert run(_cli("--weights", str(tmp_path / "none.pt"), "--out", str(tmp_path / "y.pt"))) == 1
     assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()
+
+
+def test_cli_exports_a_bfloat16_artifact_and_checks_it_against_float32(
+    tiny_pipeline: DehazePipeline, tmp_path: Path
+) -> None:
+    weights = save_checkpoint(tmp_path / "w.pt", tiny_pipeline.phi, tiny_pipeline.psi, "dcmpnet_tiny", {})
+    out = tmp_path / "cli.bfloat16.ts.pt"
+    assert run(_cli("--weights", str(weights), "--out", str(out), "--dtype", "bfloat16", "--check")) == 0
+    assert artifact_info(out)["dtype"] == "bfloat16"

@@ -76,12 +76,17 @@ def tiny_model(tiny_weights: Path) -> tuple[Path, Path]:
 
 
 def model_settings(tiny_model: tuple[Path, Path], **overrides: object) -> Settings:
-    """Settings serving the tiny model on CPU with one torch thread, plus ``overrides``."""
+    """Settings serving the tiny model on CPU in float32 with one torch thread, plus ``overrides``.
+
+    float32, not ``auto``: the tests compare served pixels with the float32 pipeline's, and ``auto`` is bfloat16 on
+    some CPUs only; the bfloat16 path has its own tests (``tests/service/test_precision.py``).
+    """
     weights, artifact = tiny_model
     values: dict[str, object] = {
         "weights": weights,
         "artifact": artifact,
         "device": "cpu",
+        "dtype": "float32",
         "torch_threads": 1,
         "tile_size": 128,
         "tile_overlap": 16,

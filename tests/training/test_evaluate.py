@@ -31,6 +31,7 @@ def test_network_on_two_scenes(tmp_path: Path, sots_small: Path, tiny_checkpoint
         baseline=None,
         teacher="lkd-s-its",
         held_out_of=None,
+        dtype="float32",
         out=out,
         save_images=True,
         scenes=None,
@@ -46,6 +47,20 @@ def test_network_on_two_scenes(tmp_path: Path, sots_small: Path, tiny_checkpoint
     rows = _rows(out)
     assert [r["name"] for r in rows] == ["1400_5", "1401_5"] and all(r["psnr"] and r["fade_out"] for r in rows)
     assert (out / "images" / "1400_5_dehazed.png").is_file() and (out / "images" / "1400_5_depth.png").is_file()
+
+
+def test_the_network_in_bfloat16_is_scored_beside_float32(
+    tmp_path: Path, sots_small: Path, tiny_checkpoint: Path
+) -> None:
+    """``--dtype`` (the quality gate of a precision): other outputs than float32, recorded in metrics.json."""
+    runs = {
+        dtype: evaluate(sots_small, tmp_path / dtype, weights=tiny_checkpoint, limit=2, device="cpu", dtype=dtype)
+        for dtype in ("float32", "bfloat16")
+    }
+    assert [runs[d]["dtype"] for d in runs] == ["float32", "bfloat16"]
+    assert runs["bfloat16"]["psnr"] != runs["float32"]["psnr"]
+    assert abs(runs["bfloat16"]["psnr"] - runs["float32"]["psnr"]) < 1.0
+    assert evaluate(sots_small, tmp_path / "dcp", baseline="dcp", limit=1, device="cpu")["dtype"] is None
 
 
 def test_dcp_baseline_on_two_scenes(tmp_path: Path, sots_small: Path) -> None:
@@ -85,6 +100,7 @@ def test_failure_exit_code(tmp_path: Path) -> None:
         baseline="dcp",
         teacher="lkd-s-its",
         held_out_of=None,
+        dtype="float32",
         out=tmp_path / "o",
         save_images=False,
         scenes=None,
