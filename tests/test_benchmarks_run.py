@@ -63,16 +63,37 @@ def test_bench_model(tiny_weights: Path, bench_data: Path, tmp_path: Path) -> No
 
     args = ["--weights", str(tiny_weights), "--data", str(bench_data), "--sizes", "sots", "48x64", "--images", "2"]
     args += ["--rounds", "1", "--batch-size", "2", "--tile-size", "64", "--tile-overlap", "8"]
+    args += ["--scenes", "1400", "1401", "--dtypes", "fp32", "bf16"]
     document = _run(bench_model.main, tmp_path / "model.json", *args)
     rows = document["results"]["rows"]
-    modes = {"eager_b1", "eager_b1_tuned", "traced_b1", "traced_batched", "service_path"}
+    traced = {"traced_b1", "traced_batched", "service_path"}
+    modes = {"eager_b1", "eager_b1_tuned", *traced, *(f"{mode}[bf16]" for mode in traced)}
     assert {r["mode"] for r in rows} == modes
-    assert len(rows) == 10 and document["config"]["variant"] == "dcmpnet_tiny"
+    assert len(rows) == 16 and document["config"]["variant"] == "dcmpnet_tiny"
     # the baseline's child process computes what this process does: same weights, same outputs
     assert all(r["psnr_vs_eager_db"] >= 60 for r in rows if r["mode"] == "eager_b1_tuned")
     for row in rows:
         _positive(row, "images_per_s", "ratio_vs_eager", "gmac_per_image", "gmac_per_s", "peak_share")
+    for row in rows:  # bfloat16 rows: measured against fp32 side by side, and not fp32's outputs
+        if row["dtype"] == "bf16":
+            _positive(row, "ratio_vs_fp32")
+            assert row["psnr_vs_eager_db"] < 100
     assert {t["met"] for t in document["targets"]} <= {True, False}
+
+
+def test_bench_int8(tiny_weights: Path, bench_data: Path, tmp_path: Path) -> None:
+    from tests.benchmarks import bench_int8
+
+    args = ["--weights", str(tiny_weights), "--data", str(bench_data), "--images", "1", "--calibration", "1"]
+    args += ["--rounds", "1", "--scenes", "1401", "--calibration-scenes", "1400"]
+    document = _run(bench_int8.main, tmp_path / "int8.json", *args)
+    rows = document["results"]["rows"]
+    assert [r["precision"] for r in rows] == ["float32", "bfloat16", "int8"]
+    assert document["config"]["convolutions_quantised"] > 0
+    for row in rows:
+        _positive(row, "images_per_s", "ratio_vs_fp32", "psnr_db", "ssim")
+    assert rows[0]["delta_psnr_db"] == 0 and rows[2]["delta_psnr_db"] != 0  # int8 computes something else
+    assert len(document["targets"]) == 4
 
 
 def test_bench_tiling(tiny_weights: Path, bench_data: Path, tmp_path: Path) -> None:

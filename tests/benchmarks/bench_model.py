@@ -16,9 +16,14 @@ Modes (the timed region of each is host float array in -> host float array out, 
     ``traced_batched``: the artifact on batches of ``--batch-size`` whole images (same-size images stack).
     ``service_path``: exactly what the worker does with these images: ``ImagePlan`` (tiles of ``tile_size`` or
         bucket padding), pieces of all images grouped by shape into forwards of ``--batch-size``, stitching.
-With ``--dtypes fp32 bf16 fp16`` (CUDA only) the three traced modes also run under the worker's autocast.
+With ``--dtypes`` the three traced modes run per precision, as the worker runs it (``model.precision``): on CUDA
+``bf16``/``fp16`` autocast over the float32 artifact; on the CPU ``bf16`` is the bfloat16 artifact (fp16 is not
+offered there). The default is fp32 plus the device's ``auto`` precision when that differs (bf16 on a CPU with
+native bfloat16). Each reduced-precision row also has ``× fp32``, the median per-round ratio to the same mode in
+fp32, side by side in the same rounds.
 
-Images: ``sots`` = SOTS-indoor hazy scenes at their own 620×460; ``1080p`` = the same scenes resized to 1920×1080
+Images: ``sots`` = SOTS-indoor hazy scenes of ``--scenes`` (default the validation scenes 1430 and 1431, never
+trained on) at their own 620×460; ``1080p`` = the same scenes resized to 1920×1080
 (bicubic); ``HxW`` = resized to that size. PSNR per mode is against the GT (resized alike) and against the
 eager output (agreement; shows what bf16/fp16 or tiling change). MACs come from ``model.summary.pipeline_gmac``
 (``FlopCounterMode`` on the meta device, MACs = FLOPs / 2) at each image's size; ``gmac_per_s`` counts the useful
@@ -41,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.precision import artifact_dtype_for, resolve_dtype
 from model.summary import pipeline_gmac
 from service.config import Settings
 from service.worker.batching import group_by_shape
@@ -53,6 +59,8 @@ from training.metrics import mean_finite_psnr, psnr
 BASELINE = "eager_b1"
 TUNED_EAGER = "eager_b1_tuned"
 LARGE_PIXELS = 1_000_000  # sizes above this take --large-images scenes
+VALIDATION_SCENES = ("1430", "1431")  # data.val_scenes of the shipped model's configs: never trained on
+CPU_SPEEDUP_TARGET = 1.5  # the default CPU precision against fp32, traced, per size
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 _TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 Images = list[np.ndarray]
@@ -65,7 +73,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench_model", description=__doc__.split("\n")[0])
     common.add_common_arguments(parser, "model")
     parser.add_argument("--variant", help="variant to time; random-initialised if --weights holds another one")
-    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPE_NAMES), default=["fp32"], help="CUDA only")
+    parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        choices=sorted(DTYPE_NAMES),
+        default=None,
+        help="precisions to time (default: fp32 and the device's auto precision; fp16 is CUDA only)",
+    )
+    parser.add_argument(
+        "--scenes", nargs="+", default=list(VALIDATION_SCENES), help="SOTS scenes to take images from (validation)"
+    )
     parser.add_argument("--sizes", nargs="+", default=["sots", "1080p"], help="sots, 1080p or HxW")
     parser.add_argument("--images", type=int, default=4, help="SOTS scenes per size up to 1 MP (default 4)")
     parser.add_argument("--large-images", type=int, default=2, help="scenes per size over 1 MP, e.g. 1080p (2)")
@@ -126,9 +143,14 @@ def service_path(runner: Runner, batch_size: int, tile_size: int, overlap: int, 
 
 
 def build_modes(
-    pipeline: torch.nn.Module, artifact: Path, device: torch.device, baseline: ModeFn, args: argparse.Namespace
+    pipeline: torch.nn.Module,
+    artifacts: dict[str, Path],
+    device: torch.device,
+    baseline: ModeFn,
+    args: argparse.Namespace,
 ) -> dict[str, ModeFn]:
-    """The baseline, the eager path in this process, and per dtype the three traced modes.
+    """The baseline, the eager path in this process, and per dtype the three traced modes (``artifacts``: the
+    artifact each dtype's runner loads).
 
     Names get ``[dtype]`` when not fp32. The baseline is a ``BaselineProcess`` (glibc's default malloc, as the
     authors' script would run); every other mode runs here under the service's settings (``commands.allocator``),
@@ -136,7 +158,7 @@ def build_modes(
     """
     modes: dict[str, ModeFn] = {BASELINE: baseline, TUNED_EAGER: eager_b1(pipeline, device)}
     for dtype in args.dtypes:
-        runner = Runner.from_artifact(artifact, device=str(device), dtype=DTYPE_NAMES[dtype])
+        runner = Runner.from_artifact(artifacts[dtype], device=str(device), dtype=DTYPE_NAMES[dtype])
         suffix = "" if dtype == "fp32" else f"[{dtype}]"
         service_batch = args.batch_size or Settings().batch_size_on(device.type)
         traced = {
@@ -154,7 +176,7 @@ def build_modes(
 def measured_peak_tflops(device: torch.device, dtype: str) -> float:
     """Dense matmul TFLOP/s at ``dtype`` on ``device`` (best of a few runs): a practical peak."""
     n = 8192 if device.type == "cuda" else 1024
-    torch_dtype = _TORCH_DTYPES[dtype] if device.type == "cuda" else torch.float32
+    torch_dtype = _TORCH_DTYPES[dtype]
     a = torch.rand(n, n, device=device, dtype=torch_dtype)
     b = torch.rand(n, n, device=device, dtype=torch_dtype)
     best = float("inf")
@@ -193,6 +215,7 @@ def summarize_size(
     rows = []
     for name, times in seconds.items():
         dtype = name.split("[")[1].rstrip("]") if "[" in name else "fp32"
+        fp32_times = seconds.get(name.split("[")[0]) if dtype != "fp32" else None
         per_round = [len(images) / t for t in times]
         ratios = [b / t for b, t in zip(seconds[BASELINE], times, strict=True)]
         ips = statistics.median(per_round)
@@ -207,6 +230,9 @@ def summarize_size(
                 "images_per_s_rounds": per_round,
                 "s_per_image": 1.0 / ips,
                 "ratio_vs_eager": statistics.median(ratios),
+                "ratio_vs_fp32": (
+                    statistics.median(f / t for f, t in zip(fp32_times, times, strict=True)) if fp32_times else None
+                ),
                 "psnr_vs_gt_db": mean_finite_psnr(psnr(o, g) for o, g in zip(outputs[name], gts, strict=True)),
                 "psnr_vs_eager_db": mean_finite_psnr(
                     psnr(o, e) for o, e in zip(outputs[name], outputs[BASELINE], strict=True)
@@ -225,6 +251,7 @@ COLUMNS = [
     common.Column("images_per_s", "img/s", ".3f"),
     common.Column("s_per_image", "s/img", ".3f"),
     common.Column("ratio_vs_eager", "× eager", ".2f"),
+    common.Column("ratio_vs_fp32", "× fp32", ".2f"),
     common.Column("psnr_vs_gt_db", "PSNR GT dB", ".2f"),
     common.Column("psnr_vs_eager_db", "PSNR eager dB", ".1f"),
     common.Column("gmac_per_s", "GMAC/s", ".1f"),
@@ -236,21 +263,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print the table, write the JSON; returns the JSON document's results."""
     args = parse_args(argv)
     device = common.setup_torch(args.threads, args.device)
-    if device.type != "cuda" and args.dtypes != ["fp32"]:
-        print("bf16/fp16 are CUDA-only in the worker; timing fp32 only", file=sys.stderr)
-        args.dtypes = ["fp32"]
+    args.dtypes = _dtypes(args.dtypes, device)
     machine = common.machine_info(device, args.threads)
     torch.manual_seed(0)  # as BaselineProcess does: the same random-initialised weights in both processes
     pipeline, source = common.load_pipeline(args.weights, args.variant)
     pipeline = pipeline.to(device).eval()
     peaks = {d: args.peak_tflops or measured_peak_tflops(device, d) for d in args.dtypes}
-    scenes = common.load_sots(args.data, max(args.images, args.large_images))
+    scenes = common.load_sots(args.data, max(args.images, args.large_images), args.scenes)
     rows: list[dict[str, Any]] = []
     baseline = BaselineProcess(args.weights, args.variant, args.threads, device)
     with tempfile.TemporaryDirectory(prefix="bench_model_") as tmp, contextlib.closing(baseline):
-        artifact = common.export_traced(pipeline.cpu(), Path(tmp), source["variant"])
+        artifacts = {
+            dtype: common.export_traced(
+                pipeline.cpu(), Path(tmp), source["variant"], artifact_dtype_for(DTYPE_NAMES[dtype], device.type)
+            )
+            for dtype in args.dtypes
+        }
         pipeline = pipeline.to(device)
-        modes = build_modes(pipeline, artifact, device, baseline, args)
+        modes = build_modes(pipeline, artifacts, device, baseline, args)
         for text in args.sizes:
             size = common.parse_size(text)
             large = size is not None and size[0] * size[1] > LARGE_PIXELS
@@ -266,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     config = {
         **source,
         "dtypes": args.dtypes,
+        "scenes": args.scenes,
         "sizes": args.sizes,
         "images_per_size": args.images,
         "images_per_large_size": args.large_images,
@@ -285,6 +316,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return results
 
 
+def _dtypes(requested: list[str] | None, device: torch.device) -> list[str]:
+    """The precisions to time: as requested (fp16 refused on the CPU), or fp32 plus the device's ``auto`` one."""
+    if requested is None:
+        auto = {name: short for short, name in DTYPE_NAMES.items()}[resolve_dtype("auto", device.type)]
+        return ["fp32"] if auto == "fp32" else ["fp32", auto]
+    if device.type != "cuda" and "fp16" in requested:
+        raise SystemExit("bench_model: fp16 is not offered on the CPU (model.precision); time fp32 and bf16")
+    return list(dict.fromkeys(requested))
+
+
 def _device_name(machine: dict[str, Any]) -> str:
     if machine["cuda_device_name"]:
         return str(machine["cuda_device_name"])
@@ -292,7 +333,8 @@ def _device_name(machine: dict[str, Any]) -> str:
 
 
 def _targets(rows: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
-    """Traced + batched at least 1.3× (CPU) or 3× (GPU) the eager one-at-a-time images/s, per size and dtype.
+    """Traced + batched at least 1.3× (CPU) or 3× (GPU) the eager one-at-a-time images/s, per size and dtype; on
+    the CPU also the default precision (``auto``, when it is not fp32) at least 1.5× fp32, per size.
 
     "Batched" is the service's batching on the device: batch 1 on the CPU (where bigger batches measured no faster,
     so the service does not batch there: ``Settings.batch_size_on``), ``traced_batched`` on CUDA.
@@ -301,11 +343,19 @@ def _targets(rows: list[dict[str, Any]], device: torch.device) -> list[dict[str,
     """
     limit = 3.0 if device.type == "cuda" else 1.3
     mode = "traced_b1" if Settings().batch_size_on(device.type) == 1 else "traced_batched"  # the service's batching
-    return [
+    targets = [
         common.target(f"{row['size']} {row['mode']} / {BASELINE}", row["ratio_vs_eager"], ">=", limit)
         for row in rows
         if row["mode"].split("[")[0] == mode
     ]
+    if device.type == "cpu":  # the default CPU precision against fp32, where it is not fp32 itself
+        default = {name: short for short, name in DTYPE_NAMES.items()}[resolve_dtype("auto", "cpu")]
+        targets += [
+            common.target(f"{row['size']} {row['mode']} / {mode}", row["ratio_vs_fp32"], ">=", CPU_SPEEDUP_TARGET)
+            for row in rows
+            if row["mode"] == f"{mode}[{default}]"
+        ]
+    return targets
 
 
 def _notes(source: dict[str, str]) -> list[str]:

@@ -9,8 +9,9 @@ Servers (``--servers``; each one a child process on 127.0.0.1, all running at on
     its batching; ``pytriton`` Triton through PyTriton with its dynamic batcher. The peers' programs are in
     ``tests/benchmarks/peers/``; all share our codec, padding, tiling and ``Runner`` (``peers/dehazer.py``), the
     torch threads (``--threads``), the malloc settings and the server-side warm-up, and every server's output for
-    the upload is compared with ours before any timing. A peer whose package is missing is skipped with a line
-    saying so (CI's `.[test]` has neither LitServe nor PyTriton).
+    the upload is compared with ours before any timing. Every server serves the same artifact in the same precision
+    (``--dtype``, default the service's ``auto``: bfloat16 on a CPU with native bfloat16). A peer whose package is
+    missing is skipped with a line saying so (CI's `.[test]` has neither LitServe nor PyTriton).
 
 Each server gets the same warm-up (three sequential requests of the upload, after its own warm-up at our worker's
 shapes). Then, per model and round, every client count runs every server in turn, the order rotated from round to
@@ -54,7 +55,8 @@ from PIL import Image
 from model.checkpoint import save_checkpoint
 from model.export import ensure_artifact
 from model.pipeline import build_pipeline
-from service.config import Settings
+from model.precision import resolve_dtype
+from service.config import PRECISIONS, Settings
 from tests.benchmarks import common
 from tests.benchmarks.services import LoadResult, metric_delta, metric_sums, running_service
 from tests.processes import REDIS_SERVER, REPO, Child, free_port, stop, wait_ready
@@ -115,6 +117,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--peer-batch-size", type=int, default=8, help="litserve-batch and pytriton (default 8)")
     parser.add_argument("--batch-wait-ms", type=float, default=Settings().max_batch_wait_ms)
     parser.add_argument("--our-batch-size", type=int, help="DEHAZE_MAX_BATCH_SIZE (default: the service's)")
+    parser.add_argument(
+        "--dtype",
+        choices=PRECISIONS,
+        default="auto",
+        help="precision every server computes in: the same artifact for all (default: the service's auto)",
+    )
     parser.add_argument("--shape-repeats", type=int, default=3, help="steady requests per new shape (default 3)")
     parser.add_argument("--noise", type=float, default=0.05, help="a peer beats ours above 1 + this (default 0.05)")
     parser.add_argument(
@@ -237,6 +245,7 @@ def _our_env(args: argparse.Namespace, weights: Path, artifact: Path) -> dict[st
         "DEHAZE_WEIGHTS": str(weights),
         "DEHAZE_ARTIFACT": str(artifact),
         "DEHAZE_DEVICE": args.device,
+        "DEHAZE_DTYPE": args.dtype,
         "DEHAZE_HOST": "127.0.0.1",
         "DEHAZE_MAX_BATCH_WAIT_MS": str(args.batch_wait_ms),
         "DEHAZE_MAX_QUEUE_LENGTH": str(max(64, 2 * max(args.clients))),
@@ -449,7 +458,8 @@ def measure_model(
     the output check.
     """
     weights = model_weights(model, args, folder)
-    artifact = ensure_artifact(weights, folder / f"{weights.stem}.ts.pt")
+    base = Settings(weights=weights, artifact=folder / f"{weights.stem}.ts.pt")
+    artifact = ensure_artifact(weights, base.artifact_path(args.dtype), args.dtype)  # what ours exports, for all
     out: dict[str, Any] = {"model": model, "weights": str(weights), "servers": [], "cells": [], "first_shape": []}
     with contextlib.ExitStack() as stack:
         servers = start_servers(names, args, weights, artifact, folder, stack)
@@ -608,6 +618,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     device = common.setup_torch(args.threads, args.device)
+    args.dtype = resolve_dtype(args.dtype, device.type)
+    if device.type == "cuda" and args.dtype != "float32":
+        raise SystemExit("bench_peers: on CUDA only ours can autocast; compare in float32 there")
     machine = common.machine_info(device, args.threads)
     names, skipped = available_servers(args)
     payload, filename = upload_png(args)
@@ -635,6 +648,7 @@ def _config(args: argparse.Namespace, names: list[str], payload: bytes, filename
         "seconds": args.seconds,
         "rounds": args.rounds,
         "upload": f"{filename} {size[0]}x{size[1]} PNG, {len(payload)} bytes",
+        "dtype": args.dtype,
         "peer_batch_size": args.peer_batch_size,
         "batch_wait_ms": args.batch_wait_ms,
         "our_batch_size": args.our_batch_size

@@ -141,17 +141,20 @@ def _api_start(env: dict[str, str], folder: Path, timeout_s: float) -> dict[str,
             return {"to_healthz_s": to_health, "to_readyz_s": to_ready, "rss_mib": _tree_rss_mib(api.pid)}
 
 
-def _artifact(weights: Path, folder: Path) -> tuple[Path, float | None]:
-    """The TorchScript artifact of ``weights`` (exported into ``folder`` if missing) and the export seconds."""
+def _artifact(weights: Path, folder: Path, device: str) -> tuple[Path, float | None]:
+    """The TorchScript artifact the worker will serve for ``weights`` (its precision resolved as the worker resolves
+    it; exported into ``folder`` if missing) and the export seconds."""
+    from model.export import artifact_dtype
     from service.config import Settings
+    from service.worker.runner import served_artifact
 
-    artifact = Settings(weights=weights).artifact_path()
-    if artifact.is_file():
+    artifact, dtype = served_artifact(Settings(weights=weights, device=device))
+    if artifact.is_file() and artifact_dtype(artifact) == dtype:
         return artifact, None
-    artifact = folder / f"{weights.stem}.ts.pt"
+    artifact = Settings(weights=weights, artifact=folder / f"{weights.stem}.ts.pt").artifact_path(dtype)
     started = time.monotonic()
     command = [sys.executable, "-m", "commands", "export", "--weights", str(weights), "--out", str(artifact)]
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run([*command, "--dtype", dtype], check=True, capture_output=True)
     return artifact, time.monotonic() - started
 
 
@@ -171,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     device = setup_torch(args.threads, args.device)
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         folder = Path(tmp)
-        artifact, export_s = _artifact(args.weights, folder)
+        artifact, export_s = _artifact(args.weights, folder, device.type)
         server = RedisServer(free_port(), folder)
         server.start()
         client = redis.Redis.from_url(server.url)

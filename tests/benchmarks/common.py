@@ -300,14 +300,17 @@ class Scene:
     gt: np.ndarray
 
 
-def load_sots(data: Path, count: int) -> list[Scene]:
-    """The first ``count`` hazy SOTS-indoor images (sorted by name) with their GT, decoded as the service does.
+def load_sots(data: Path, count: int, scenes: Sequence[str] | None = None) -> list[Scene]:
+    """The first ``count`` hazy SOTS-indoor images (sorted by name; of ``scenes`` only, when given) with their GT,
+    decoded as the service does.
 
     Raises:
         FileNotFoundError: the folder or a GT image is missing.
     """
     folder = Path(data) / SOTS_FOLDER
-    hazy_paths = sorted((folder / "hazy").glob("*.*"))[:count]
+    hazy_paths = sorted(
+        p for p in (folder / "hazy").glob("*.*") if scenes is None or p.stem.split("_", 1)[0] in set(scenes)
+    )[:count]
     if not hazy_paths:
         raise FileNotFoundError(f"no hazy images under {folder / 'hazy'}")
     scenes = []
@@ -378,6 +381,7 @@ def load_pipeline(weights: Path, variant: str | None = None) -> tuple[DehazePipe
     return build_pipeline(str(variant)), {"variant": str(variant), "weights": "random-init"}
 
 
-def export_traced(pipeline: DehazePipeline, folder: Path, variant: str) -> Path:
-    """Trace and freeze ``pipeline`` as the service does (``model.export.export_pipeline``) into ``folder``."""
-    return export_pipeline(pipeline, Path(folder) / f"{variant}.ts.pt")
+def export_traced(pipeline: DehazePipeline, folder: Path, variant: str, dtype: str = "float32") -> Path:
+    """Trace and freeze ``pipeline`` in ``dtype`` as the service does (``model.export.export_pipeline``) into
+    ``folder``."""
+    return export_pipeline(pipeline, Path(folder) / f"{variant}.{dtype}.ts.pt", dtype=dtype)

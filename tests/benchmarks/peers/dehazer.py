@@ -42,7 +42,7 @@ class Dehazer:
         torch.set_num_threads(threads)
         self.settings = Settings()
         self.max_batch_size = max(1, max_batch_size)
-        self.runner = Runner.from_artifact(artifact, device="cpu")
+        self.runner = Runner.from_artifact(artifact, device="cpu")  # in the precision the artifact records
 
     def warm_up(self) -> None:
         """The worker's warm-up: two runs each at one bucket square and one tile square (``run_worker``)."""
