@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tests.training.colabator_fixtures import tiny_config
+from tests.training.colabator_fixtures import tiny_config, write_real_photos
 from training.colabator.config import StrongAugConfig, load_finetune_config
 from training.colabator.finetune import Finetuner
 from training.colabator.pool import PoolEntry
+from training.colabator.real_photos import load_real_photos
 from training.colabator.strong_augment import strong_augment
 from training.colabator.trust import trust_grid, trust_map, unit_weight
 from training.quality import FadeScorer
@@ -81,3 +82,20 @@ def test_crops_cut_the_label_trust_and_depth_where_they_cut_the_photo(tmp_path: 
             for r in range(32)
         ]
         assert all(rows_match)
+
+
+def test_a_photo_subset_is_seeded_nested_and_keeps_the_held_out_photos_out(tmp_path: Path) -> None:
+    folder = write_real_photos(tmp_path / "real", count=8)
+    names = sorted(p.stem for p in folder.iterdir())
+    held = names[:1]
+
+    def chosen(count: int | None, seed: int = 0) -> list[str]:
+        return [p.name for p in load_real_photos([str(folder)], held, 32, count, seed)]
+
+    every = chosen(None)
+    assert every == names[1:]
+    two, four = chosen(2), chosen(4)
+    assert len(two) == 2 and len(four) == 4 and set(two) <= set(four) <= set(every)
+    assert two == sorted(two) and chosen(2) == two  # sorted, and the same subset again
+    assert any(chosen(4, seed) != four for seed in range(1, 5))  # another subset seed, another subset
+    assert chosen(50) == every

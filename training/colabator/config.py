@@ -85,11 +85,17 @@ class RealConfig(StrictModel):
             with like.
         crop: Side of the training crop cut from the working-size photo (and, identically, from its label).
         batch_size: Real photos per step.
+        max_photos: Fine-tune on only this many of the kept photos (``None``: all): the first ones of a permutation
+            fixed by ``subset_seed``, so a smaller subset lies inside a larger one (how the gain grows with the
+            number of photos).
+        subset_seed: Seed of that permutation (not the run's seed, so runs of one subset can differ in their seed).
     """
 
     roots: list[str] = Field(default_factory=list)
     exclude_names: list[str] = Field(default_factory=list)
     exclude_from: str | None = None
+    max_photos: int | None = Field(default=None, ge=1)
+    subset_seed: int = 0
     max_side: int = Field(default=384, ge=32)
     crop: int = Field(default=256, ge=16)
     batch_size: int = Field(default=1, ge=1)

@@ -113,7 +113,8 @@ class Finetuner:
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: cosine_factor(s, cfg.max_steps, o.lr, o.lr_min)
         )
-        self.photos = load_real_photos(cfg.real.roots, cfg.real.held_out(), cfg.real.max_side)
+        real = cfg.real
+        self.photos = load_real_photos(real.roots, real.held_out(), real.max_side, real.max_photos, real.subset_seed)
         self.synthetic = self._synthetic_set()
         self._check_sizes()
         self.step = 0

@@ -36,8 +36,13 @@ class RealPhoto:
     image: np.ndarray
 
 
-def load_real_photos(roots: list[str], held_out: list[str], max_side: int) -> list[RealPhoto]:
-    """Every photo of ``roots`` not in ``held_out``, downscaled to ``max_side``.
+def load_real_photos(
+    roots: list[str], held_out: list[str], max_side: int, max_photos: int | None = None, subset_seed: int = 0
+) -> list[RealPhoto]:
+    """Every photo of ``roots`` not in ``held_out`` (or ``max_photos`` of them), downscaled to ``max_side``.
+
+    A subset is the first ``max_photos`` of a ``subset_seed`` permutation of the kept photos (sorted by path), so
+    subsets of one seed are nested; the photos keep their sorted order.
 
     Raises:
         ValueError: No photo left, or two photos share a stem.
@@ -47,6 +52,9 @@ def load_real_photos(roots: list[str], held_out: list[str], max_side: int) -> li
     paths = real_photo_paths(roots, held_out)
     if not paths:
         raise ValueError(f"no real photos in {roots} after holding out {len(held_out)} names")
+    if max_photos is not None and max_photos < len(paths):
+        chosen = np.random.default_rng(subset_seed).permutation(len(paths))[:max_photos]
+        paths = [paths[i] for i in sorted(chosen)]
     return [RealPhoto(p.stem, p, resize_max_side(load_rgb(p), max_side)) for p in paths]
 
 
