@@ -2,14 +2,16 @@
 
 On CUDA, bfloat16/float16 run the float32 network under ``torch.autocast`` (``service.worker.runner``). On the CPU
 the reduced precision is a **bfloat16 copy of the weights**: every layer computes in bfloat16 (oneDNN's AVX-512
-BF16/AMX kernels) and only the pipeline's input and outputs are float32. Measured on a 2-vCPU AMX machine
-(``tests/benchmarks/bench_model.py``, ``docs/benchmarks.md``), this ran about 1.5× the float32 artifact at
-640×480, where CPU autocast (float32 weights, casts around each convolution) reached about 1.25×.
+BF16/AMX kernels) and only the pipeline's input and outputs are float32. On a 2-vCPU Xeon with AMX the small
+model's bfloat16 artifact ran 1.51× the float32 artifact at 620×460 and 1.55× at 1080p, 0.01 dB PSNR and 0.0009 SSIM
+from float32 on validation scenes (``tests/benchmarks/bench_model.py``, ``bench_int8.py``, ``docs/benchmarks.md``);
+CPU autocast (float32 weights, casts around each convolution) reached about 1.25× in a first try.
 
 A CPU without native bfloat16 (AVX-512 BF16 or AMX) emulates it: on an AVX2-only machine the small model ran 5-10×
-*slower* in bfloat16, so ``auto`` picks bfloat16 only where :func:`cpu_has_native_bf16` says so. The quality gate
-(PSNR within 0.1 dB, SSIM within 0.002 of float32 on the validation scenes, ``dehaze evaluate --dtype``) is in
-``docs/benchmarks.md``; float16 on the CPU and int8 did not pass it or were slower, and are not offered there.
+*slower* in bfloat16, so ``auto`` picks bfloat16 only where :func:`cpu_has_native_bf16` says so. Not offered on the
+CPU: float16 (an eager float16 copy ran about 1.1× float32, far behind bfloat16) and static int8 of the
+convolutions (1.03× float32 and SSIM 0.019 below it: it fails the quality gate of PSNR within 0.1 dB and SSIM within
+0.002).
 """
 
 from __future__ import annotations
