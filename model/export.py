@@ -25,7 +25,6 @@ computes in float32.
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import logging
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 
 from model.checkpoint import load_pipeline_from_weights, read_weights, variant_of, write_atomically
+from model.layout import channels_last_copy
 from model.precision import ARTIFACT_DTYPES, TORCH_DTYPES, CastPipeline
 
 __all__ = [
@@ -78,33 +78,6 @@ def _trace_strict(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptM
     return traced
 
 
-class _ChannelsLastInput(nn.Module):
-    """Runs ``module`` on its input laid out NHWC (the image would otherwise enter four convolutions NCHW)."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.module(x.contiguous(memory_format=torch.channels_last))
-
-
-def _channels_last_copy(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` with its 4-D weights channels-last (NHWC in memory) that takes its input NHWC; the
-    caller's module is untouched.
-
-    Frozen into the artifact, such weights make the convolutions run NHWC throughout, without layout conversions
-    around each one (``model.layout`` keeps concatenations NHWC too): on the 2-core CPU the small model's artifact
-    ran about 1.3× faster than with NCHW weights (``tests/benchmarks/bench_model.py``), with outputs equal to
-    ~1e-6. Inputs may have either layout.
-    """
-    clone = copy.deepcopy(module)
-    for param in clone.parameters():
-        if param.dim() == 4:
-            param.data = param.data.contiguous(memory_format=torch.channels_last)
-    return _ChannelsLastInput(clone).train(module.training)
-
-
 def export_pipeline(
     pipeline: nn.Module,
     path: str | Path,
@@ -138,7 +111,7 @@ def export_pipeline(
         example = torch.rand(1, 3, *example_hw, generator=torch.Generator().manual_seed(0))
         param = next(iter(pipeline.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
-        module = _channels_last_copy(pipeline)
+        module = channels_last_copy(pipeline)
         if dtype != "float32":
             module = CastPipeline(module, TORCH_DTYPES[dtype]).eval()
         with torch.inference_mode(False), torch.no_grad(), _jit_deprecation_silenced():

@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from model.export import _channels_last_copy
-from model.layout import cat_channels, is_channels_last, keep_channels_last
+from model.layout import cat_channels, channels_last_copy, is_channels_last, keep_channels_last
 from model.pipeline import build_pipeline
 
 NHWC = torch.channels_last
@@ -32,7 +31,7 @@ def test_every_convolution_sees_the_layout_of_its_weights(channels_last: bool) -
     trained keeps NCHW everywhere."""
     torch.manual_seed(0)
     pipeline = build_pipeline("dcmpnet_tiny").eval()
-    network = _channels_last_copy(pipeline) if channels_last else pipeline
+    network = channels_last_copy(pipeline) if channels_last else pipeline
     wrong: list[str] = []
 
     def check(name: str) -> object:
