@@ -23,9 +23,9 @@ import argparse
 import contextlib
 import copy
 import statistics
-import sys
 import tempfile
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +37,9 @@ from torch.ao.quantization import QuantWrapper, convert, get_default_qconfig, pr
 from model.export import export_pipeline, load_artifact
 from service.worker.runner import from_tensor, to_tensor
 from tests.benchmarks import common
+from tests.benchmarks.bench_model import run_rounds
 from training.metrics import mean_finite_psnr, psnr, ssim
 
-VALIDATION_SCENES = ("1430", "1431")
 CALIBRATION_SCENES = tuple(str(scene) for scene in range(1400, 1430))  # the shipped model's training scenes
 GATE_PSNR_DB, GATE_SSIM = 0.1, 0.002
 Images = list[np.ndarray]
@@ -52,7 +52,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=4, help="validation images timed and scored (default 4)")
     parser.add_argument("--calibration", type=int, default=8, help="training images to calibrate on (default 8)")
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds after the warm-up round (default 2)")
-    parser.add_argument("--scenes", nargs="+", default=list(VALIDATION_SCENES), help="scenes timed and scored")
+    parser.add_argument("--scenes", nargs="+", default=list(common.VALIDATION_SCENES), help="scenes timed and scored")
     parser.add_argument("--calibration-scenes", nargs="+", default=list(CALIBRATION_SCENES))
     return parser.parse_args(argv)
 
@@ -97,19 +97,6 @@ def forward_all(module: Any, images: Images) -> Images:
     """Dehazed outputs of ``module`` for each image, batch 1."""
     with torch.inference_mode():
         return [from_tensor(module(to_tensor(image))[0])[0] for image in images]
-
-
-def measure(modules: dict[str, Any], images: Images, rounds: int) -> tuple[dict[str, list[float]], dict[str, Images]]:
-    """Seconds per round of every module in turn (round 0 untimed), and each one's last outputs."""
-    seconds: dict[str, list[float]] = {name: [] for name in modules}
-    outputs: dict[str, Images] = {}
-    for index in range(rounds + 1):
-        for name, module in modules.items():
-            outputs[name], elapsed = common.timed(lambda m=module: forward_all(m, images), common.CPU)
-            if index:
-                seconds[name].append(elapsed)
-            print(f"  round {index} {name}: {elapsed:.2f} s", file=sys.stderr, flush=True)
-    return seconds, outputs
 
 
 def rows_of(seconds: dict[str, list[float]], outputs: dict[str, Images], gts: Images) -> list[dict[str, Any]]:
@@ -165,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for dtype in ("float32", "bfloat16")
         }
         modules["int8"] = trace_int8(int8, folder / "int8.ts.pt")
-        seconds, outputs = measure(modules, images, args.rounds)
+        modes = {name: partial(forward_all, module) for name, module in modules.items()}
+        measured = run_rounds(modes, images, args.rounds, common.CPU)
+        seconds, outputs = measured["seconds"], measured["outputs"]
     rows = rows_of(seconds, outputs, gts)
     height, width = images[0].shape[:2]
     print(common.format_table(rows, COLUMNS, title=f"CPU precisions, {len(images)} images at {width}x{height}:"))

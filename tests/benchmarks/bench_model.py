@@ -59,9 +59,9 @@ from training.metrics import mean_finite_psnr, psnr
 BASELINE = "eager_b1"
 TUNED_EAGER = "eager_b1_tuned"
 LARGE_PIXELS = 1_000_000  # sizes above this take --large-images scenes
-VALIDATION_SCENES = ("1430", "1431")  # data.val_scenes of the shipped model's configs: never trained on
 CPU_SPEEDUP_TARGET = 1.5  # the default CPU precision against fp32, traced, per size
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+SHORT_NAMES = {name: short for short, name in DTYPE_NAMES.items()}  # float32 -> fp32
 _TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 Images = list[np.ndarray]
 ModeFn = Callable[[Images], Images]
@@ -81,7 +81,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="precisions to time (default: fp32 and the device's auto precision; fp16 is CUDA only)",
     )
     parser.add_argument(
-        "--scenes", nargs="+", default=list(VALIDATION_SCENES), help="SOTS scenes to take images from (validation)"
+        "--scenes", nargs="+", default=list(common.VALIDATION_SCENES), help="SOTS scenes of the images (validation)"
     )
     parser.add_argument("--sizes", nargs="+", default=["sots", "1080p"], help="sots, 1080p or HxW")
     parser.add_argument("--images", type=int, default=4, help="SOTS scenes per size up to 1 MP (default 4)")
@@ -319,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 def _dtypes(requested: list[str] | None, device: torch.device) -> list[str]:
     """The precisions to time: as requested (fp16 refused on the CPU), or fp32 plus the device's ``auto`` one."""
     if requested is None:
-        auto = {name: short for short, name in DTYPE_NAMES.items()}[resolve_dtype("auto", device.type)]
+        auto = SHORT_NAMES[resolve_dtype("auto", device.type)]
         return ["fp32"] if auto == "fp32" else ["fp32", auto]
     if device.type != "cuda" and "fp16" in requested:
         raise SystemExit("bench_model: fp16 is not offered on the CPU (model.precision); time fp32 and bf16")
@@ -349,7 +349,7 @@ def _targets(rows: list[dict[str, Any]], device: torch.device) -> list[dict[str,
         if row["mode"].split("[")[0] == mode
     ]
     if device.type == "cpu":  # the default CPU precision against fp32, where it is not fp32 itself
-        default = {name: short for short, name in DTYPE_NAMES.items()}[resolve_dtype("auto", "cpu")]
+        default = SHORT_NAMES[resolve_dtype("auto", "cpu")]
         targets += [
             common.target(f"{row['size']} {row['mode']} / {mode}", row["ratio_vs_fp32"], ">=", CPU_SPEEDUP_TARGET)
             for row in rows

@@ -71,6 +71,7 @@ __all__ = [
 DATA_ROOT = Path("../shared/datasets")
 """The project's data, relative to the repository root (the benchmarks are run from there)."""
 SOTS_FOLDER = "sots-indoor-train"
+VALIDATION_SCENES = ("1430", "1431")  # data.val_scenes of the shipped model's configs: never trained on
 CPU = torch.device("cpu")
 
 T = TypeVar("T")
