@@ -16,6 +16,7 @@ from typing import Protocol
 
 from commands import api, compare, evaluate, export, finetune, release, run, serve, summary, train, worker
 from commands.allocator import tune_for_inference
+from commands.kernel_cache import size_kernel_cache
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]
 
@@ -71,4 +72,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown log level {level!r} (from --log-level or DEHAZE_LOG_LEVEL)")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tune_for_inference()  # before the subcommand starts any thread
+    size_kernel_cache()  # before the first forward pass creates a oneDNN kernel
     return int(SUBCOMMANDS[args.command].run(args) or 0)

@@ -96,6 +96,20 @@ def test_bench_int8(tiny_weights: Path, bench_data: Path, tmp_path: Path) -> Non
     assert len(document["targets"]) == 4
 
 
+def test_bench_kernel_cache(tiny_weights: Path, tmp_path: Path) -> None:
+    from commands.kernel_cache import DEFAULT_SHAPES, PRIMITIVES_PER_SHAPE
+    from tests.benchmarks import bench_kernel_cache
+
+    args = ["--weights", str(tiny_weights), "--shapes", "3", "--max-side", "64", "--dtypes", "float32"]
+    document = _run(bench_kernel_cache.main, tmp_path / "kernel_cache.json", *args)
+    rows = document["results"]["rows"]
+    assert [(r["dtype"], r["cache"]) for r in rows] == [("float32", "onednn-default"), ("float32", "service")]
+    assert rows[1]["capacity"] == str(DEFAULT_SHAPES * PRIMITIVES_PER_SHAPE)  # the child sized it as dehaze does
+    assert len(document["config"]["shapes"]) == 3
+    for row in rows:
+        _positive(row, "pass1_s", "pass2_s", "pass3_s", "revisit_x", "first_x")
+
+
 def test_bench_tiling(tiny_weights: Path, bench_data: Path, tmp_path: Path) -> None:
     from tests.benchmarks import bench_tiling
 
