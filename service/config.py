@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, get_args
@@ -14,6 +15,9 @@ __all__ = ["PRECISIONS", "Precision", "Settings", "get_settings"]
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
 """``DEHAZE_DTYPE`` and ``--dtype``; ``model.precision.resolve_dtype`` says what each means on a device."""
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+_SIZES = re.compile(r"(\s*[1-9]\d*x[1-9]\d*\s*(,\s*[1-9]\d*x[1-9]\d*\s*)*)?")
+"""``warm_up_sizes`` when not ``all``: WxH image sizes separated by commas (or nothing)."""
 
 _CPU_COMPUTE_BUDGET = 8 * 640 * 640
 """Default ``max_compute_pixels`` on the CPU: eight 640² tiles, exactly a 1920×1080 photo at the default tiling."""
@@ -65,6 +69,21 @@ class Settings(BaseSettings):
     bucket_multiple: int = Field(
         default=32, ge=4, description="images are padded up to a multiple of this to share a batch"
     )
+    warm_up_sizes: str = Field(
+        default="640x480,480x640",
+        description=(
+            "image sizes WxH (comma-separated) whose padded shapes the worker computes once before it is ready, "
+            "beside the smallest bucket and the tile; 'all': every padded shape up to the tile size; empty: none"
+        ),
+    )
+    kernel_cache_shapes: int = Field(
+        default=64,
+        ge=0,
+        description=(
+            "input shapes whose CPU kernels (oneDNN primitives) stay cached, set by every dehaze command at start "
+            "(commands.kernel_cache); 0 = oneDNN's default of about ten shapes"
+        ),
+    )
     # limits
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1, description="largest accepted upload (413 above)")
     max_pixels: int = Field(default=16_777_216, ge=1, description="largest accepted width*height (413 above)")
@@ -106,6 +125,14 @@ class Settings(BaseSettings):
         default=True,
         description="glibc malloc settings for inference (commands.allocator), set by every dehaze command at start",
     )
+
+    @field_validator("warm_up_sizes")
+    @classmethod
+    def _check_sizes(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value != "all" and not _SIZES.fullmatch(value):
+            raise ValueError("expected 'all', nothing, or image sizes WxH separated by commas, e.g. 640x480,480x640")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

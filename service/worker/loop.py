@@ -37,6 +37,7 @@ from service.worker.observers import NullObserver, WorkerObserver, default_obser
 from service.worker.plan import ImagePlan, Piece
 from service.worker.runner import ItemOutput, Runner, served_artifact
 from service.worker.tiling import check_compute
+from service.worker.warm_up import warm_up
 
 __all__ = ["Worker", "run_worker"]
 
@@ -340,11 +341,6 @@ def _check_size(job: Job, image: np.ndarray) -> None:
         )
 
 
-def _warm_up_shapes(settings: Settings) -> list[tuple[int, int]]:
-    small = settings.bucket_multiple
-    return [(small, small), (settings.tile_size, settings.tile_size)]
-
-
 async def run_worker(
     queue: JobQueue,
     settings: Settings,
@@ -375,10 +371,7 @@ async def run_worker(
         path, _ = served_artifact(settings)
         logger.info("loading %s on %s (%s)", path, settings.device, settings.dtype)
         runner = await asyncio.to_thread(Runner.from_artifact, path, settings.device, settings.dtype)
-    shapes = _warm_up_shapes(settings)
-    t0 = time.perf_counter()
-    await asyncio.to_thread(runner.warm_up, shapes)
-    logger.info("warm-up at %s took %.0f ms", shapes, 1000.0 * (time.perf_counter() - t0))
+    await asyncio.to_thread(warm_up, runner, settings)
     observer.model_info(
         runner.info.get("variant", "unknown"), runner.info.get("version", "unknown"), runner.device.type, runner.dtype
     )

@@ -3,9 +3,9 @@
 Fairness rests here. Every peer uses the service's own pieces for everything that is not serving: the codec
 (``decode_image``; ``encode_image`` with the service's PNG settings), the worker's plan (mirror padding to the
 bucket multiple, 640-px tiles, blending) and ``Runner`` (the artifact under ``inference_mode``), with the same
-torch thread count, the same glibc malloc settings (``tune_for_inference``, as the ``dehaze`` command applies) and
-the same server-side warm-up shapes as our worker. What differs between servers is only how requests reach the
-model and how answers go back.
+torch thread count, the same glibc malloc settings and oneDNN kernel cache (``tune_for_inference`` and
+``size_kernel_cache``, as the ``dehaze`` command applies them) and the same warm-up shapes as our worker. What
+differs between servers is only how requests reach the model and how answers go back.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from pathlib import Path
 import torch
 
 from commands.allocator import tune_for_inference
+from commands.kernel_cache import size_kernel_cache
 from service.codec import decode_image, encode_image
 from service.config import Settings
 from service.worker.batching import group_by_shape
 from service.worker.plan import ImagePlan
 from service.worker.runner import Runner
+from service.worker.warm_up import warm_up
 
 __all__ = ["Dehazer", "peer_arguments", "start_process"]
 
@@ -45,9 +47,8 @@ class Dehazer:
         self.runner = Runner.from_artifact(artifact, device="cpu")  # in the precision the artifact records
 
     def warm_up(self) -> None:
-        """The worker's warm-up: two runs each at one bucket square and one tile square (``run_worker``)."""
-        small, tile = self.settings.bucket_multiple, self.settings.tile_size
-        self.runner.warm_up([(small, small), (tile, tile)])
+        """The worker's warm-up, at the same shapes (``service.worker.warm_up``)."""
+        warm_up(self.runner, self.settings)
 
     def dehaze(self, payloads: Sequence[bytes]) -> list[bytes]:
         """PNG of the dehazed image for each upload; same-shape pieces of all uploads share forwards.
@@ -81,6 +82,8 @@ def peer_arguments(description: str) -> argparse.ArgumentParser:
 
 
 def start_process() -> None:
-    """Process set-up before any thread exists: warnings-level logging and the ``dehaze`` command's malloc tuning."""
+    """Process set-up before any thread exists: warnings-level logging, and the ``dehaze`` command's malloc tuning
+    and oneDNN kernel cache."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     tune_for_inference()
+    size_kernel_cache()
