@@ -25,6 +25,7 @@ __all__ = [
     "OptimConfig",
     "RealPhotosConfig",
     "TrainConfig",
+    "WallFittedRun",
     "load_config",
     "resolve_path",
 ]
@@ -75,6 +76,25 @@ class RunSettings(StrictModel):
     def to_yaml(self) -> str:
         """The config as YAML (what is written into the run folder)."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+class WallFittedRun(RunSettings):
+    """The run-level keys of a trainer that can fit its length to a wall-time budget (DCMPNet and CORUN training).
+
+    Attributes:
+        fit_steps_to_wall: Re-fit ``max_steps`` (and so the cosine schedule) at the first validation so that the
+            run ends inside ``max_wall_seconds``, from the measured time per step (validation included). For a
+            machine of unknown speed lent for a fixed time (a GPU run); the fitted length is saved with the
+            checkpoints, and ``--resume`` keeps it.
+    """
+
+    fit_steps_to_wall: bool = False
+
+    @model_validator(mode="after")
+    def _fit_needs_wall(self) -> WallFittedRun:
+        if self.fit_steps_to_wall and self.max_wall_seconds is None:
+            raise ValueError("fit_steps_to_wall needs max_wall_seconds")
+        return self
 
 
 class SceneSplits(StrictModel):
@@ -269,17 +289,13 @@ class DistillConfig(StrictModel):
         return self
 
 
-class TrainConfig(RunSettings):
-    """Everything a training run needs (the run-level keys are :class:`RunSettings`').
+class TrainConfig(WallFittedRun):
+    """Everything a training run needs (the run-level keys are :class:`WallFittedRun`'s).
 
     Attributes:
         variant: Model variant name (model.variants).
         formulation: ``alternating`` (the paper, Eq. 10 then Eq. 12 each iteration) or ``joint`` (the released
             code: one backward on L_dehaze + L_depth without detach, both optimisers step).
-        fit_steps_to_wall: Re-fit ``max_steps`` (and so the cosine schedule) at the first validation so that the
-            run ends inside ``max_wall_seconds``, from the measured time per step (validation included). For a
-            machine of unknown speed lent for a fixed time (a GPU run); the fitted length is saved with the
-            checkpoints, and ``--resume`` keeps it.
         val_every: Validate and save every this many steps (and always at the end).
         init_from: Start Φ and Ψ from this checkpoint's weights (a fresh schedule; ``--resume`` is different).
         distill: Learn from a teacher on a mixture of sources; ``None``: the paper's data recipe.
@@ -287,19 +303,12 @@ class TrainConfig(RunSettings):
 
     variant: str = "dcmpnet_small"
     formulation: Literal["alternating", "joint"] = "alternating"
-    fit_steps_to_wall: bool = False
     val_every: int = Field(default=200, ge=1)
     init_from: str | None = None
     data: DataConfig
     distill: DistillConfig | None = None
     optim: OptimConfig = OptimConfig()
     loss: LossConfig = LossConfig()
-
-    @model_validator(mode="after")
-    def _fit_needs_wall(self) -> TrainConfig:
-        if self.fit_steps_to_wall and self.max_wall_seconds is None:
-            raise ValueError("fit_steps_to_wall needs max_wall_seconds")
-        return self
 
     @field_validator("variant")
     @classmethod

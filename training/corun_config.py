@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from training.config import RunSettings, SceneSplits, StrictModel, read_yaml
+from training.config import SceneSplits, StrictModel, WallFittedRun, read_yaml
 from training.corun_haze import HazeRecipe
 from training.corun_losses import CorunLossWeights
 
@@ -163,8 +163,9 @@ class CorunLossConfig(StrictModel):
         return CorunLossWeights(self.l1_weight, self.stage_l1_weight, self.asm_weight, self.perceptual_weight)
 
 
-class CorunTrainConfig(RunSettings):
-    """Everything a CORUN pre-training run needs (run-level keys as in :class:`training.config.TrainConfig`).
+class CorunTrainConfig(WallFittedRun):
+    """Everything a CORUN pre-training run needs (run-level keys as in :class:`training.config.TrainConfig`,
+    ``fit_steps_to_wall`` included).
 
     Attributes:
         variant: A CORUN variant (``corun``, ``corun_small``, ``corun_tiny``).

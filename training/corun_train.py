@@ -100,8 +100,10 @@ class CorunTrainer:
             self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
         o = cfg.optim
         self.opt = torch.optim.AdamW(self.net.parameters(), o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        self.total_steps = cfg.max_steps  # the schedule's length; fit_steps_to_wall may re-fit it once
+        self.steps_fitted = False
         self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: cosine_factor(s, cfg.max_steps, o.lr, o.lr_min)
+            self.opt, lambda s: cosine_factor(s, self.total_steps, o.lr, o.lr_min)
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.perceptual = _perceptual(cfg.loss.vgg_weights, cfg.loss.perceptual_weight, self.device)
@@ -112,6 +114,8 @@ class CorunTrainer:
         self.elapsed_before = 0.0
         self._t0 = time.monotonic()
         prepare_run_dir(self.run_dir, cfg.to_yaml(), resume, self._load)
+        if self.steps_fitted:  # a resumed fitted run: its config.yaml keeps the fitted length
+            (self.run_dir / "config.yaml").write_text(self.cfg.to_yaml())
 
     # ----- construction helpers -----
 
@@ -119,6 +123,13 @@ class CorunTrainer:
     def shipped(self) -> CORUN:
         """The network that is validated and saved: the EMA when there is one, else the trained weights."""
         return self.ema if self.ema is not None else self.net
+
+    def fit_max_steps(self, max_steps: int) -> None:
+        """Sets the run's length (and so the cosine schedule's) to ``max_steps``, once (``fit_steps_to_wall``)."""
+        logger.info("fit_steps_to_wall: max_steps %d -> %d at step %d", self.total_steps, max_steps, self.step)
+        self.total_steps, self.steps_fitted = max_steps, True
+        self.cfg = self.cfg.model_copy(update={"max_steps": max_steps})
+        (self.run_dir / "config.yaml").write_text(self.cfg.to_yaml())
 
     def _init_weights(self, path: Path) -> None:
         from model.corun_checkpoint import load_corun_checkpoint
@@ -161,6 +172,8 @@ class CorunTrainer:
             "sched": self.sched.state_dict(),
             "scaler": self.scaler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "max_steps": self.total_steps,
+            "steps_fitted": self.steps_fitted,
         }
         if self.ema is not None:
             extra["trained"] = self.net.state_dict()  # the checkpoint's own network is the EMA
@@ -205,6 +218,8 @@ class CorunTrainer:
         self.step = int(extra["step"])
         self.best_psnr = float(extra["best_psnr"])
         self.elapsed_before = float(extra["elapsed"])
+        if extra.get("steps_fitted"):  # a fitted run keeps its fitted length (and schedule) on resume
+            self.fit_max_steps(int(extra["max_steps"]))
         torch.set_rng_state(extra["torch_rng"])
         logger.info("resumed from %s at step %d (best val PSNR %.3f)", path, self.step, self.best_psnr)
 
@@ -290,5 +305,8 @@ class CorunTrainer:
         self._t0 = time.monotonic()
         cfg, d = self.cfg, self.cfg.data
         source = batches(self.train_set, self.step, d.batch_size, cfg.seed, d.num_workers, self.device.type == "cuda")
-        settings = LoopSettings(cfg.max_steps, cfg.val_every, d.batch_size, cfg.progress, cfg.max_wall_seconds)
-        return run_steps(self, source, settings, self._t0)
+        fit = cfg.fit_steps_to_wall and not self.steps_fitted
+        settings = LoopSettings(
+            self.total_steps, cfg.val_every, d.batch_size, cfg.progress, cfg.max_wall_seconds, fit_to_wall=fit
+        )
+        return run_steps(self, source, settings, self._t0, on_fit=self.fit_max_steps)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Trains dcmpnet_small on a lent GPU machine for a fixed time, in one device run (training/configs/gpu_small.yaml),
-# and writes the released weights, the validation log and the run's log under $OUT/train.
+# Trains a model on a lent GPU machine for a fixed time, in one device run, and writes the released weights, the
+# validation log and the run's log under $OUT/train: dcmpnet_small (training/configs/gpu_small.yaml, from the
+# shipped weights) or, with --model corun_small, CORUN's pre-training from scratch (gpu_corun_small.yaml).
 #
 #   bash training/gpu_train.sh --prepare          # here: the data pack (.gpu_data/) and the wheels (.gpu_check/)
 #   bash training/gpu_train.sh --budget-s 360     # on the GPU machine, .gpu_data and .gpu_check carried along
+#   bash training/gpu_train.sh --model corun_small --budget-s 360
 #   bash training/gpu_train.sh --dry-run          # on a CPU: the same steps with the tiny model, about a minute
 #
 # The run ends inside --budget-s (default 360 s) whatever happens: set-up, training fitted to what is left
@@ -15,16 +17,24 @@ set -uo pipefail  # no -e: a failed step is logged and the outputs written so fa
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 MODE=real
 BUDGET=""
+MODEL=dcmpnet_small
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) MODE=dry ;;
     --prepare) MODE=prepare ;;
     --budget-s) BUDGET=${2:?--budget-s needs seconds}; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --model) MODEL=${2:?--model needs dcmpnet_small or corun_small}; shift ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "gpu_train.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
+
+case "$MODEL" in
+  dcmpnet_small) CONFIG=training/configs/gpu_small.yaml; TINY=dcmpnet_tiny ;;
+  corun_small) CONFIG=training/configs/gpu_corun_small.yaml; TINY=corun_tiny ;;
+  *) echo "gpu_train.sh: --model must be dcmpnet_small or corun_small, not $MODEL" >&2; exit 2 ;;
+esac
 
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PYTHONNOUSERSITE=1
@@ -43,21 +53,26 @@ START=$(date +%s)
 log() { echo "[gpu_train +$(($(date +%s) - START))s] $*" | tee -a "$LOG" >&2; }
 left() { echo $((START + BUDGET - $(date +%s))); }
 
-CONFIG=training/configs/gpu_small.yaml
 SETS=()
 if [ "$MODE" = dry ]; then
   BUDGET=${BUDGET:-90}
   DATA=$(mktemp -d "${TMPDIR:-/tmp}/gpu_train_data.XXXXXX")
   "$PY" -m training.gpu_pack --dest "$DATA" --max-train-scenes 3 >>"$LOG" 2>&1 || { log "pack failed"; exit 1; }
   RUN=$DATA/run
-  SETS=(--set variant=dcmpnet_tiny --set device=cpu --set threads=2 --set init_from=null --set val_every=2
-    --set "data.root=$DATA/sots-val" --set data.crop=32 --set data.batch_size=2 --set data.num_workers=0
-    --set data.val_crop=64 --set data.val_max_images=2 --set optim.amp=off --set distill.length=64
-    --set "distill.clear_sources=[{root: $DATA/sots-train-clear, layout: reside, weight: 1.0}]")
+  SETS=(--set variant=$TINY --set device=cpu --set threads=2 --set init_from=null --set val_every=2
+    --set data.crop=32 --set data.batch_size=2 --set data.num_workers=0 --set data.val_crop=64
+    --set data.val_max_images=2 --set optim.amp=off)
+  if [ "$MODEL" = corun_small ]; then
+    SETS+=(--set "data.val_root=$DATA/sots-val" --set data.length=64
+      --set "data.sources=[{root: $DATA/sots-train-clear, layout: reside, weight: 1.0}]")
+  else
+    SETS+=(--set "data.root=$DATA/sots-val" --set distill.length=64
+      --set "distill.clear_sources=[{root: $DATA/sots-train-clear, layout: reside, weight: 1.0}]")
+  fi
   RESERVE=40
 else
   BUDGET=${BUDGET:-360}
-  RUN=runs/gpu_small
+  RUN=runs/$(basename "$CONFIG" .yaml)
   RESERVE=45  # the process's set-up before its clock starts (CUDA, workers), the last validation, the releases
   if [ -d .gpu_check/wheels ]; then
     SITE=/tmp/gpu_train_site
@@ -105,7 +120,7 @@ log "training exit $rc"
 
 for name in best last; do
   if [ -f "$RUN/$name.pt" ]; then
-    "$PY" -m commands release --checkpoint "$RUN/$name.pt" --out "$DEST/dcmpnet_small_gpu_$name.pt" >>"$LOG" 2>&1 \
+    "$PY" -m commands release --checkpoint "$RUN/$name.pt" --out "$DEST/${MODEL}_gpu_$name.pt" >>"$LOG" 2>&1 \
       && log "released $name.pt"
   fi
 done
@@ -113,4 +128,4 @@ for file in log.jsonl config.yaml; do
   [ -f "$RUN/$file" ] && cp "$RUN/$file" "$DEST/$file"
 done
 log "done in $(($(date +%s) - START))s: $(ls "$DEST" | tr '\n' ' ')"
-[ "$rc" -eq 0 ] && [ -f "$DEST/dcmpnet_small_gpu_best.pt" ]
+[ "$rc" -eq 0 ] && [ -f "$DEST/${MODEL}_gpu_best.pt" ]

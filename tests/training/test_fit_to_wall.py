@@ -90,3 +90,27 @@ def test_fitted_length_drives_the_schedule_and_survives_resume(
     assert resumed.steps_fitted and resumed.total_steps == fitted and resumed.step == trainer.step
     assert resumed.sched_phi.get_last_lr()[0] == pytest.approx(trainer.sched_phi.get_last_lr()[0])
     assert yaml.safe_load((run / "config.yaml").read_text())["max_steps"] == fitted
+
+
+def test_corun_fitted_length_drives_its_schedule_and_survives_resume(
+    tmp_path: Path, sots_small: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.training.test_corun_train import _config_file as corun_config_file
+    from training.corun_config import load_corun_config
+    from training.corun_train import CorunTrainer
+
+    monkeypatch.setattr(loop, "fitted_max_steps", lambda step, *args, **kwargs: step + 2)
+    run = tmp_path / "run"
+    path = corun_config_file(run, sots_small, max_steps=3, fit_steps_to_wall=True, max_wall_seconds=3600)
+    trainer = CorunTrainer(load_corun_config(path))
+    trainer.train()
+    assert trainer.steps_fitted and trainer.total_steps == 4 and trainer.step == 4
+    lr0, lr_min = trainer.cfg.optim.lr, trainer.cfg.optim.lr_min
+    assert trainer.sched.get_last_lr()[0] == pytest.approx(lr0 * cosine_factor(4, 4, lr0, lr_min))
+    assert yaml.safe_load((run / "config.yaml").read_text())["max_steps"] == 4
+
+    resumed = CorunTrainer(load_corun_config(path), resume=True)
+    assert resumed.steps_fitted and resumed.total_steps == 4 and resumed.step == 4
+    assert resumed.sched.get_last_lr()[0] == pytest.approx(trainer.sched.get_last_lr()[0])
+    with pytest.raises(ValueError, match="max_wall_seconds"):
+        load_corun_config(corun_config_file(tmp_path / "nowall", sots_small, fit_steps_to_wall=True))
