@@ -9,10 +9,11 @@ and regenerating kernels, and a request at a shape it has served before pays the
 Measured on a 2-vCPU Xeon (AMX), 60 shapes up to 320 px served again after all the others: 1.96× faster with
 this module's cache than with the default in bfloat16, 1.32× in float32 (``docs/benchmarks.md``, section 8).
 
-The price is memory, paid only for shapes actually met: 5-7 MiB per shape in bfloat16 and 1-2 MiB in float32 for
-the small model (``tests/benchmarks/bench_kernel_cache.py``). ``DEHAZE_KERNEL_CACHE_SHAPES`` (default 64) sets how
-many shapes' kernels stay; the capacity is that times :data:`PRIMITIVES_PER_SHAPE`. ``0`` keeps oneDNN's default,
-and an ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` set by the operator always wins.
+The price is memory, paid only for shapes actually met: in bfloat16 5-7 MiB per shape up to 320 px and about 9 MiB
+per shape of 352-640 px (64 of those took 0.56 GiB more than with the default cache), 1-2 MiB in float32, for the
+small model (``tests/benchmarks/bench_kernel_cache.py``, ``docs/benchmarks.md``). ``DEHAZE_KERNEL_CACHE_SHAPES``
+(default 64) sets how many shapes' kernels stay; the capacity is that times :data:`PRIMITIVES_PER_SHAPE`. ``0``
+keeps oneDNN's default, and an ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` set by the operator always wins.
 
 oneDNN reads its variable when it first creates a primitive, so this runs at the start of every ``dehaze``
 command (``commands.cli.main``), before any forward pass; torch exposes no call to change it later.

@@ -8,7 +8,8 @@ shape pays it once per process while its kernels stay cached (``commands.kernel_
 Always warmed: the smallest bucket and the tile (every image larger than the tile on both sides is cut into tiles
 of that shape). ``warm_up_sizes`` adds the padded shapes of the image sizes clients are expected to send (default
 640×480 and 480×640, VGA photos and the SOTS images in either orientation), or ``all`` of them: every bucket up to
-the tile on each side, (tile / bucket)² shapes (400 at the defaults), which takes minutes on a CPU.
+the tile on each side, (tile / bucket)² shapes (400 at the defaults): 144 s and 5.7 GiB of RSS
+for the bfloat16 small model on a 2-vCPU Xeon, with ``kernel_cache_shapes`` raised to 400 to keep them.
 """
 
 from __future__ import annotations

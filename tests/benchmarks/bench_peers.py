@@ -19,6 +19,12 @@ round, so slow drifts of a shared machine spread over all servers. A cell: two u
 closed-loop ``httpx`` clients posting the same PNG for ``--seconds`` (requests in flight at the end are waited for
 and counted). ``× ours`` is the median over rounds of (server req/s / ``ours-embedded`` req/s in the same round).
 
+Paired (``--paired`` turns, default 20): one client, one request at a time, the servers taking turns request by
+request (the order rotated each turn). A shared machine's speed drifts by tens of percent over the minutes a cell
+round takes; here every turn sees the same moment for all servers, so the one-client comparison holds to a few
+percent where cells swing by 20-50%. ``× ours`` is the median over turns of (ours' latency / the server's
+latency in the same turn): like req/s, above 1 means faster than ours.
+
 First shape: on ``ours-embedded``, uploads of sizes the server has not seen (the upload shrunk by 32 and 64 px a
 side, so new padded shapes) are sent 1 + ``--shape-repeats`` times each; the first request's extra latency over
 the steady median, and the extra model time the worker recorded (``dehaze_compute_seconds``), as a share of the
@@ -35,6 +41,7 @@ import importlib.util
 import io
 import json
 import logging
+import math
 import os
 import shutil
 import statistics
@@ -124,6 +131,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="precision every server computes in: the same artifact for all (default: the service's auto)",
     )
     parser.add_argument("--shape-repeats", type=int, default=3, help="steady requests per new shape (default 3)")
+    parser.add_argument("--paired", type=int, help="one-client turns, requests alternating (default 20; quick 2)")
     parser.add_argument("--noise", type=float, default=0.05, help="a peer beats ours above 1 + this (default 0.05)")
     parser.add_argument(
         "--triton-python",
@@ -137,6 +145,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.clients = args.clients or ([1, 2] if quick else [1, 8, 32])
     args.seconds = args.seconds if args.seconds is not None else (1.0 if quick else 10.0)
     args.rounds = args.rounds or (1 if quick else 3)
+    args.paired = args.paired if args.paired is not None else (2 if quick else 20)
     args.size = args.size or ((96, 128) if quick else None)
     args.triton_python = args.triton_python or _default_triton_python()
     return args
@@ -481,8 +490,38 @@ def measure_model(
             out["first_shape"] = [
                 {"model": model, **row} for row in first_shape_rows(ours, payload, args.shape_repeats)
             ]
+        out["paired"] = run_paired(model, servers, args.paired, payload, filename)
         out["cells"] = run_rounds(model, servers, args, payload, filename)
     return out
+
+
+def run_paired(model: str, servers: list[Server], turns: int, payload: bytes, filename: str) -> list[dict[str, Any]]:
+    """``turns`` turns of one sequential request to every server (order rotated each turn): per server, the
+    median latency and the median over turns of ours' latency over its own (see the module docstring)."""
+    bodies = {s.name: request_body(s.protocol, payload, filename) for s in servers}
+    latencies: dict[str, list[float]] = {s.name: [] for s in servers}
+    with httpx.Client(timeout=3600.0) as client:
+        for turn in range(turns):
+            shift = turn % len(servers)
+            for server in servers[shift:] + servers[:shift]:
+                started = time.perf_counter()
+                response = client.post(server.url, content=bodies[server.name][0], headers=bodies[server.name][1])
+                ok = response.status_code == 200
+                latencies[server.name].append(time.perf_counter() - started if ok else math.nan)
+    rows = []
+    for server in servers:
+        own = latencies[server.name]
+        ratios = [o / s for o, s in zip(latencies.get(OURS, []), own, strict=False) if math.isfinite(o / s)]
+        quartiles = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else None
+        finite = [s for s in own if math.isfinite(s)]
+        rows.append({
+            "model": model, "server": server.name, "turns": turns, "ok": len(finite),
+            "p50_ms": 1000.0 * statistics.median(finite) if finite else None,
+            "x_ours": statistics.median(ratios) if ratios else None,
+            "x_ours_iqr": f"{quartiles[0]:.2f}-{quartiles[2]:.2f}" if quartiles else None,
+        })  # fmt: skip
+        logger.info("%s paired %s: p50 %s ms", model, server.name, rows[-1]["p50_ms"])
+    return rows
 
 
 def run_rounds(
@@ -568,6 +607,15 @@ SUMMARY_COLUMNS = [
     common.Column("ok", "ok"),
     common.Column("errors", "errors"),
 ]
+PAIRED_COLUMNS = [
+    common.Column("model", "model"),
+    common.Column("server", "server"),
+    common.Column("turns", "turns"),
+    common.Column("ok", "ok"),
+    common.Column("p50_ms", "p50 ms", ".0f"),
+    common.Column("x_ours", "× ours", ".3f"),
+    common.Column("x_ours_iqr", "turns' IQR"),
+]
 SHAPE_COLUMNS = [
     common.Column("model", "model"),
     common.Column("size", "new size"),
@@ -591,6 +639,9 @@ def print_results(results: dict[str, Any]) -> None:
     ]
     print(common.format_table(servers, SERVER_COLUMNS, title="servers:"))
     print(common.format_table(results["summary"], SUMMARY_COLUMNS, title="throughput (medians over rounds):"))
+    if results["paired"]:
+        title = "one client, requests alternating between servers (× ours: ours' latency / the server's, per turn):"
+        print(common.format_table(results["paired"], PAIRED_COLUMNS, title=title))
     if results["first_shape"]:
         print(
             common.format_table(results["first_shape"], SHAPE_COLUMNS, title=f"first request of a new shape ({OURS}):")
@@ -624,11 +675,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     machine = common.machine_info(device, args.threads)
     names, skipped = available_servers(args)
     payload, filename = upload_png(args)
-    results: dict[str, Any] = {"skipped": skipped, "servers": [], "cells": [], "first_shape": []}
+    results: dict[str, Any] = {"skipped": skipped, "servers": [], "cells": [], "first_shape": [], "paired": []}
     for model in args.models:
         with tempfile.TemporaryDirectory(prefix=f"bench_peers_{model}_") as tmp:
             measured = measure_model(model, names, args, payload, filename, Path(tmp))
-        for key in ("servers", "cells", "first_shape"):
+        for key in ("servers", "cells", "first_shape", "paired"):
             results[key] += measured[key]
     results["summary"] = summarise(results["cells"])
     print_results(results)
@@ -647,6 +698,7 @@ def _config(args: argparse.Namespace, names: list[str], payload: bytes, filename
         "clients": args.clients,
         "seconds": args.seconds,
         "rounds": args.rounds,
+        "paired_turns": args.paired,
         "upload": f"{filename} {size[0]}x{size[1]} PNG, {len(payload)} bytes",
         "dtype": args.dtype,
         "peer_batch_size": args.peer_batch_size,
