@@ -7,7 +7,7 @@ time) and measures:
 * **to metrics**: process start until its ``/metrics`` port answers (the port opens before the model loads);
 * **to ready**: process start until its first heartbeat is in Redis, i.e. the model is loaded and warmed up and the
   worker takes jobs (``run_worker`` writes the heartbeat after the warm-up);
-* **warm-up**: the worker's own log line (``warm-up at [...] took N ms``);
+* **warm-up**: the worker's own log line (``warm-up of K shapes took N ms``);
 * **idle stop**: SIGTERM until exit, with no job in hand (the drain of an idle worker);
 * the CPU time the worker used until ready (user + system: what a start costs on a machine that is not shared,
   unlike the wall times, which CPU contention inflates);
@@ -57,7 +57,7 @@ __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
 
-_WARM_UP = re.compile(r"warm-up at .* took (\d+) ms")
+_WARM_UP = re.compile(r"warm-up of \d+ shapes took (\d+) ms")
 _POLL_S = 0.05
 
 
