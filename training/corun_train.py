@@ -113,9 +113,7 @@ class CorunTrainer:
         self.best_psnr = -math.inf
         self.elapsed_before = 0.0
         self._t0 = time.monotonic()
-        prepare_run_dir(self.run_dir, cfg.to_yaml(), resume, self._load)
-        if self.steps_fitted:  # a resumed fitted run: its config.yaml keeps the fitted length
-            (self.run_dir / "config.yaml").write_text(self.cfg.to_yaml())
+        prepare_run_dir(self.run_dir, lambda: self.cfg.to_yaml(), resume, self._load)
 
     # ----- construction helpers -----
 

@@ -102,8 +102,9 @@ def batches(
         epoch, done = epoch + 1, 0
 
 
-def prepare_run_dir(run_dir: Path, config_yaml: str, resume: bool, load: Callable[[Path], None]) -> None:
-    """Resumes from ``run_dir/last.pt`` (calling ``load``) or refuses to overwrite it; writes ``config.yaml``.
+def prepare_run_dir(run_dir: Path, config_yaml: Callable[[], str], resume: bool, load: Callable[[Path], None]) -> None:
+    """Resumes from ``run_dir/last.pt`` (calling ``load``) or refuses to overwrite it; then writes ``config.yaml``
+    from ``config_yaml()``, called after ``load`` so that what a resumed run restored (a fitted length) is in it.
 
     Raises:
         FileNotFoundError: ``resume`` without a ``last.pt``.
@@ -117,7 +118,7 @@ def prepare_run_dir(run_dir: Path, config_yaml: str, resume: bool, load: Callabl
     elif last.exists():
         raise FileExistsError(f"{last} exists: pass --resume to continue, or choose another run_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(config_yaml)
+    (run_dir / "config.yaml").write_text(config_yaml())
 
 
 @dataclass

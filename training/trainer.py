@@ -122,7 +122,7 @@ class Trainer:
         self.step = 0
         self.best_psnr = -math.inf
         self.elapsed_before = 0.0
-        self._prepare_run_dir(resume)
+        prepare_run_dir(self.run_dir, lambda: self.cfg.to_yaml(), resume, self._load)
 
     # ----- construction helpers -----
 
@@ -217,11 +217,6 @@ class Trainer:
             idx = np.linspace(0, dataset_len(val) - 1, d.val_max_images).round().astype(int)
             val = Subset(val, sorted(set(idx.tolist())))
         return val
-
-    def _prepare_run_dir(self, resume: bool) -> None:
-        prepare_run_dir(self.run_dir, self.cfg.to_yaml(), resume, self._load)
-        if self.steps_fitted:  # a resumed fitted run: its config.yaml keeps the fitted length
-            (self.run_dir / "config.yaml").write_text(self.cfg.to_yaml())
 
     # ----- checkpoints -----
 
