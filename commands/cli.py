@@ -16,7 +16,7 @@ from typing import Protocol
 
 from commands import api, compare, evaluate, export, finetune, release, run, serve, summary, train, worker
 from commands.allocator import tune_for_inference
-from commands.kernel_cache import size_kernel_cache
+from model.kernel_cache import size_kernel_cache
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]
 

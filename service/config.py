@@ -81,7 +81,7 @@ class Settings(BaseSettings):
         ge=0,
         description=(
             "input shapes whose CPU kernels (oneDNN primitives) stay cached, set by every dehaze command at start "
-            "(commands.kernel_cache); 0 = oneDNN's default of about ten shapes"
+            "(model.kernel_cache); 0 = oneDNN's default of about ten shapes"
         ),
     )
     # limits

@@ -97,7 +97,7 @@ def test_bench_int8(tiny_weights: Path, bench_data: Path, tmp_path: Path) -> Non
 
 
 def test_bench_kernel_cache(tiny_weights: Path, tmp_path: Path) -> None:
-    from commands.kernel_cache import DEFAULT_SHAPES, PRIMITIVES_PER_SHAPE
+    from model.kernel_cache import DEFAULT_SHAPES, PRIMITIVES_PER_SHAPE
     from tests.benchmarks import bench_kernel_cache
 
     args = ["--weights", str(tiny_weights), "--shapes", "3", "--max-side", "64", "--dtypes", "float32"]

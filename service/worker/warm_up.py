@@ -3,7 +3,7 @@
 The first forward pass at a new input shape costs more than the next ones: on the CPU oneDNN generates the
 kernels of every convolution for that shape (94 for the traced ``dcmpnet_small``), which made the first request of
 a 448×608 padded shape 23-25% slower than a steady one in bfloat16 on a Xeon with AMX (3-4% in float32). Each padded
-shape pays it once per process while its kernels stay cached (``commands.kernel_cache``).
+shape pays it once per process while its kernels stay cached (``model.kernel_cache``).
 
 Always warmed: the smallest bucket and the tile (every image larger than the tile on both sides is cut into tiles
 of that shape). ``warm_up_sizes`` adds the padded shapes of the image sizes clients are expected to send (default
@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 
+from model import kernel_cache
 from service.config import Settings
 from service.worker.runner import Runner
 from service.worker.tiling import bucket_shape, plan_tiles
@@ -56,13 +57,15 @@ def warm_up(runner: Runner, settings: Settings) -> None:
     """Compute every :func:`warm_up_shapes` shape: the first two twice, as TorchScript's profiling executor
     specialises the graph in its first runs, every other one once (its kernels are what it costs)."""
     shapes = warm_up_shapes(settings)
-    cached = settings.kernel_cache_shapes
-    if runner.device.type == "cpu" and 0 < cached < len(shapes):
+    kept = kernel_cache.shapes_kept()
+    if runner.device.type == "cpu" and kept < len(shapes):
         logger.warning(
-            "warming %d shapes with CPU kernels cached for %d (DEHAZE_KERNEL_CACHE_SHAPES): the first ones will be "
-            "evicted again",
+            "warming %d shapes, but oneDNN's kernel cache (%s=%d) keeps as few as %d shapes' kernels: the first "
+            "ones may be evicted again (raise DEHAZE_KERNEL_CACHE_SHAPES)",
             len(shapes),
-            cached,
+            kernel_cache.ONEDNN_ENV,
+            kernel_cache.capacity_in_force(),
+            kept,
         )
     t0 = time.perf_counter()
     runner.warm_up(shapes[:2], runs=2)

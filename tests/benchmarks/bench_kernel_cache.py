@@ -4,7 +4,7 @@
 
 ``--shapes`` distinct padded shapes (a seeded sample of the 32-px buckets up to ``--max-side``) are computed in
 turn, three passes over all of them, in a fresh process per configuration: oneDNN's default primitive cache (1,024
-kernels, about ten shapes of our networks) and the service's (``commands.kernel_cache``,
+kernels, about ten shapes of our networks) and the service's (``model.kernel_cache``,
 ``DEHAZE_KERNEL_CACHE_SHAPES``, default 64 shapes), each in float32 and in the precision ``auto`` picks on this CPU.
 The processes run one after another, alternating configurations over ``--rounds``. Reported per configuration:
 
@@ -67,7 +67,7 @@ def time_passes(artifact: Path, shapes: Sequence[tuple[int, int]], threads: int)
     import numpy as np
     import torch
 
-    from commands.kernel_cache import size_kernel_cache
+    from model.kernel_cache import size_kernel_cache
     from service.config import Settings
     from service.worker.runner import Runner
     from service.worker.warm_up import warm_up

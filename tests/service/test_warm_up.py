@@ -9,6 +9,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from model.kernel_cache import ONEDNN_ENV, PRIMITIVES_PER_SHAPE
 from service.config import Settings
 from service.worker.runner import Runner
 from service.worker.warm_up import padded_shape, parse_sizes, warm_up, warm_up_shapes
@@ -53,7 +54,10 @@ def test_malformed_sizes_are_refused_at_start(bad: str) -> None:
         Settings(warm_up_sizes=bad)
 
 
-def test_first_two_shapes_run_twice_and_the_others_once(caplog: pytest.LogCaptureFixture) -> None:
+def test_first_two_shapes_run_twice_and_the_others_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ONEDNN_ENV, raising=False)  # oneDNN's default keeps at least 5 shapes: no warning
     net = RecordingNet()
     cfg = Settings(warm_up_sizes="48x40,100x100", tile_size=64, tile_overlap=8, bucket_multiple=16)
     with caplog.at_level(logging.WARNING):
@@ -62,10 +66,15 @@ def test_first_two_shapes_run_twice_and_the_others_once(caplog: pytest.LogCaptur
     assert not caplog.records
 
 
-def test_more_shapes_than_the_kernel_cache_holds_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(("capacity", "warned"), [(3 * PRIMITIVES_PER_SHAPE, True), (4 * PRIMITIVES_PER_SHAPE, False)])
+def test_more_shapes_than_the_kernel_cache_in_force_holds_is_logged(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, capacity: int, warned: bool
+) -> None:
+    """The capacity in force is oneDNN's variable, whoever set it (an operator's value wins over the setting)."""
+    monkeypatch.setenv(ONEDNN_ENV, str(capacity))
     net = RecordingNet()
     small: dict[str, Any] = {"tile_size": 64, "tile_overlap": 8, "bucket_multiple": 32}
     with caplog.at_level(logging.WARNING, logger="service.worker.warm_up"):
-        warm_up(Runner(net, "cpu"), Settings(warm_up_sizes="all", kernel_cache_shapes=3, **small))
+        warm_up(Runner(net, "cpu"), Settings(warm_up_sizes="all", kernel_cache_shapes=64, **small))
     assert len(net.shapes) == 2 + 4  # (32, 32) and (64, 64) twice, then (32, 64) and (64, 32)
-    assert "evicted" in caplog.text and "DEHAZE_KERNEL_CACHE_SHAPES" in caplog.text
+    assert ("evicted" in caplog.text and f"{ONEDNN_ENV}={capacity}" in caplog.text) is warned

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from commands.allocator import tune_for_inference
-from commands.kernel_cache import size_kernel_cache
+from model.kernel_cache import size_kernel_cache
 from service.codec import decode_image, encode_image
 from service.config import Settings
 from service.worker.batching import group_by_shape

@@ -1,4 +1,4 @@
-"""commands.kernel_cache: the oneDNN cache capacity it sets, and that oneDNN keeps that many kernels in a process."""
+"""model.kernel_cache: the oneDNN cache capacity it sets, and that oneDNN keeps that many kernels in a process."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from commands import cli
-from commands.kernel_cache import DEFAULT_SHAPES, ENV_SHAPES, ONEDNN_ENV, PRIMITIVES_PER_SHAPE, size_kernel_cache
+from model.kernel_cache import (
+    DEFAULT_SHAPES,
+    ENV_SHAPES,
+    ONEDNN_DEFAULT_CAPACITY,
+    ONEDNN_ENV,
+    PRIMITIVES_PER_SHAPE,
+    shapes_kept,
+    size_kernel_cache,
+)
 
 
 @pytest.fixture
@@ -40,6 +48,16 @@ def test_operator_capacity_and_zero_shapes_leave_onednn_alone(clean_env: pytest.
     assert ONEDNN_ENV not in os.environ
 
 
+def test_shapes_kept_reads_the_capacity_in_force(clean_env: pytest.MonkeyPatch) -> None:
+    assert shapes_kept() == ONEDNN_DEFAULT_CAPACITY // PRIMITIVES_PER_SHAPE  # nobody set it: oneDNN's default
+    size_kernel_cache()
+    assert shapes_kept() == DEFAULT_SHAPES
+    clean_env.setenv(ONEDNN_ENV, str(10 * PRIMITIVES_PER_SHAPE + 5))  # the operator's own value
+    assert shapes_kept() == 10
+    clean_env.setenv(ONEDNN_ENV, "lots")  # not a number: counted as the default
+    assert shapes_kept() == ONEDNN_DEFAULT_CAPACITY // PRIMITIVES_PER_SHAPE
+
+
 def test_unparsable_shapes_fall_back_to_the_default(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv(ENV_SHAPES, "many")  # the service's Settings refuses it; here the default applies
     assert size_kernel_cache() == DEFAULT_SHAPES * PRIMITIVES_PER_SHAPE
@@ -56,7 +74,7 @@ def test_every_dehaze_command_sizes_the_cache(clean_env: pytest.MonkeyPatch) -> 
 # first convolution, as the dehaze command does.
 _PROBE = """
 import torch
-from commands.kernel_cache import size_kernel_cache
+from model.kernel_cache import size_kernel_cache
 size_kernel_cache()
 conv = torch.nn.Conv2d(16, 16, 3, padding=1)
 sides = [40 + 2 * i for i in range({shapes})] + [40]

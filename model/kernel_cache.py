@@ -26,7 +26,15 @@ import os
 
 from pydantic import NonNegativeInt, TypeAdapter, ValidationError
 
-__all__ = ["DEFAULT_SHAPES", "ENV_SHAPES", "ONEDNN_ENV", "PRIMITIVES_PER_SHAPE", "size_kernel_cache"]
+__all__ = [
+    "DEFAULT_SHAPES",
+    "ENV_SHAPES",
+    "ONEDNN_DEFAULT_CAPACITY",
+    "ONEDNN_ENV",
+    "PRIMITIVES_PER_SHAPE",
+    "shapes_kept",
+    "size_kernel_cache",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +42,7 @@ ENV_SHAPES = "DEHAZE_KERNEL_CACHE_SHAPES"
 ONEDNN_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 DEFAULT_SHAPES = 64
 PRIMITIVES_PER_SHAPE = 192  # above what one forward of any of our networks creates (94-169 measured)
+ONEDNN_DEFAULT_CAPACITY = 1024
 
 
 def size_kernel_cache() -> int | None:
@@ -56,3 +65,21 @@ def size_kernel_cache() -> int | None:
     os.environ[ONEDNN_ENV] = str(capacity)
     logger.debug("oneDNN primitive cache: %d entries (%d shapes)", capacity, shapes)
     return capacity
+
+
+def capacity_in_force() -> int:
+    """The primitive cache capacity oneDNN uses in this process: its variable's value, else its default."""
+    raw = os.environ.get(ONEDNN_ENV, "").strip()
+    try:
+        return int(raw) if raw else ONEDNN_DEFAULT_CAPACITY
+    except ValueError:
+        return ONEDNN_DEFAULT_CAPACITY
+
+
+def shapes_kept() -> int:
+    """How many input shapes' kernels the cache in force keeps at least (capacity over :data:`PRIMITIVES_PER_SHAPE`).
+
+    Read from ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` as :func:`size_kernel_cache` or the operator left it, so an
+    operator's own value counts; a process where neither set it has oneDNN's default.
+    """
+    return capacity_in_force() // PRIMITIVES_PER_SHAPE
