@@ -128,3 +128,27 @@ def test_tone_guard_keeps_crushed_and_tinted_labels_out(tmp_path: Path) -> None:
     assert ft.pool.get(photo.name).source == "first"
     assert ft.natural_tones(photo, photo.image) and ft._offer(photo, photo.image.copy(), "natural")
     assert ft.pool.get(photo.name).source == "natural"
+
+
+def test_priors_seed_the_pool_with_their_outputs(tmp_path: Path) -> None:
+    from training.colabator.priors import prior_label
+
+    cfg = tiny_config(tmp_path, "dcmpnet_tiny", pool={"priors": ["dcp"]})
+    ft = Finetuner(load_finetune_config(cfg))
+    assert ft.pool.sources() == {"dcp": 3}
+    photo = ft.photos[1]
+    stored = ft.pool.get(photo.name).label.float().permute(1, 2, 0).numpy()
+    expected = prior_label(photo.image, "dcp")
+    np.testing.assert_allclose(stored, expected, atol=1e-3)  # float16 storage
+    assert np.abs(expected - photo.image).mean() > 0.02  # the prior did dehaze the photo
+
+
+def test_unknown_priors_are_refused(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from training.colabator.priors import prior_label
+
+    with pytest.raises(ValidationError, match="dcp"):
+        load_finetune_config(tiny_config(tmp_path, "dcmpnet_tiny", pool={"priors": ["cap"]}))
+    with pytest.raises(ValueError, match="unknown prior"):
+        prior_label(np.zeros((8, 8, 3), np.float32), "cap")

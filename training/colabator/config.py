@@ -29,12 +29,14 @@ __all__ = [
     "RealConfig",
     "StrongAugConfig",
     "SyntheticConfig",
+    "ToneRepairConfig",
     "TrustConfig",
     "load_finetune_config",
     "read_name_list",
 ]
 
 ScorerName = Literal["fade", "niqe"]
+PriorName = Literal["dcp"]
 
 
 def _pool_scorers() -> list[ScorerName]:
@@ -145,6 +147,20 @@ class StrongAugConfig(StrictModel):
         return v
 
 
+class ToneRepairConfig(StrictModel):
+    """The tone repair of every candidate label (:mod:`training.colabator.tone_repair`).
+
+    Attributes:
+        shadow: Luminance below which a pixel is lifted towards the photo.
+        strength: How far a black pixel moves towards the photo.
+        colour: Remove the change of mean R−G and B−G.
+    """
+
+    shadow: float = Field(default=0.1, ge=0, lt=1)
+    strength: float = Field(default=1.0, ge=0, le=1)
+    colour: bool = True
+
+
 class PoolConfig(StrictModel):
     """The optimal label pool and the candidates it chooses from.
 
@@ -153,6 +169,13 @@ class PoolConfig(StrictModel):
         max_pixels: Pixel budget of each scorer (see :mod:`training.quality`).
         teachers: Name -> released LKD-Net weights whose outputs are offered to the pool once per photo, before
             the first step (cached on disk as ``dehaze train``'s distillation caches them).
+        priors: Hand-made dehazing methods whose outputs are offered after the teachers', once per photo before the
+            first step: ``dcp`` is He et al.'s dark channel prior with a guided-filter transmission
+            (``model.physics.dcp_dehaze``, ω = 0.95, t₀ = 0.1). A label source beside the paper's networks: it
+            removes more haze than LKD-Net's OTS weights on most photos, and the pool rule and tone guard decide.
+        seed_with_ema: Offer the EMA teacher's label of every photo first, before the teachers and priors, as the
+            released code fills its pool from the first (teacher) label it sees of a photo.
+        tone_repair: Repair every candidate's tones before the guard and the scorers see it (``None``: off).
         cache_dir: Where those teacher outputs are cached.
         workers: Processes computing missing teacher outputs.
         max_crushed: A candidate whose share of near-black pixels (``training.metrics.tone_shift``) exceeds this
@@ -164,6 +187,9 @@ class PoolConfig(StrictModel):
     scorers: list[ScorerName] = Field(default_factory=_pool_scorers, min_length=1)
     max_pixels: int = Field(default=1_000_000, ge=256)
     teachers: dict[str, str] = Field(default_factory=dict)
+    priors: list[PriorName] = Field(default_factory=list)
+    seed_with_ema: bool = False
+    tone_repair: ToneRepairConfig | None = None
     cache_dir: str = ".data/teacher_cache"
     workers: int = Field(default=1, ge=1)
     max_crushed: float | None = Field(default=None, ge=0.0, le=1.0)

@@ -48,8 +48,10 @@ from training.colabator.config import FinetuneConfig
 from training.colabator.ema import ema_update, make_teacher
 from training.colabator.networks import load_finetune_net
 from training.colabator.pool import LabelPool, PoolEntry
+from training.colabator.priors import prior_label
 from training.colabator.real_photos import RealPhoto, load_real_photos, visit_order
 from training.colabator.strong_augment import strong_augment
+from training.colabator.tone_repair import repair_tones
 from training.colabator.trust import trust_grid, trust_map
 from training.config import resolve_path
 from training.data import HazeMix, PairedFolder, SyntheticHaze
@@ -175,25 +177,35 @@ class Finetuner:
         elif last.exists():
             raise FileExistsError(f"{last} exists: pass --resume to continue, or choose another run_dir")
         else:
-            self._seed_pool_with_teachers()
+            self._seed_pool()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(self.cfg.to_yaml())
 
     # ----- the label pool -----
 
-    def _seed_pool_with_teachers(self) -> None:
-        """Offers each configured LKD-Net teacher's output on every photo to the pool (fresh runs only)."""
-        teachers = {name: resolve_path(p) for name, p in self.cfg.pool.teachers.items()}
-        if not teachers:
-            return
-        from training.teachers.labels import LabelCache
+    def _seed_pool(self) -> None:
+        """Offers candidate labels of every photo to the pool before step 1 (fresh runs only).
 
-        cache = LabelCache(resolve_path(self.cfg.pool.cache_dir), teachers, workers=self.cfg.pool.workers)
-        cache.fill([p.path for p in self.photos], list(teachers), self.cfg.real.max_side)
+        In this order: the EMA teacher's (``pool.seed_with_ema``), each configured LKD-Net teacher's, each prior's;
+        the first one of a photo is stored, and the pool rule decides between it and the later ones.
+        """
+        if self.cfg.pool.seed_with_ema:
+            for photo in self.photos:
+                self._offer(photo, self.teacher_label(photo), EMA_SOURCE)
+        teachers = {name: resolve_path(p) for name, p in self.cfg.pool.teachers.items()}
+        if teachers:
+            from training.teachers.labels import LabelCache
+
+            cache = LabelCache(resolve_path(self.cfg.pool.cache_dir), teachers, workers=self.cfg.pool.workers)
+            cache.fill([p.path for p in self.photos], list(teachers), self.cfg.real.max_side)
+            for photo in self.photos:
+                for name in teachers:
+                    self._offer(photo, cache.dehazed(photo.path, name, self.cfg.real.max_side), name)
         for photo in self.photos:
-            for name in teachers:
-                self._offer(photo, cache.dehazed(photo.path, name, self.cfg.real.max_side), name)
-        logger.info("pool seeded by the teachers: %s", self.pool.sources())
+            for prior in self.cfg.pool.priors:
+                self._offer(photo, prior_label(photo.image, prior), prior)
+        if self.pool.entries:
+            logger.info("pool seeded: %s", self.pool.sources())
 
     def score(self, label: np.ndarray) -> dict[str, float]:
         """Every criterion's score of an H×W×3 label."""
@@ -203,6 +215,8 @@ class Finetuner:
         """Scores a candidate label of a photo and offers it to the pool; returns whether it was stored."""
         if label.shape != photo.image.shape:
             raise ValueError(f"{source}'s label of {photo.name} is {label.shape}, the photo {photo.image.shape}")
+        if (repair := self.cfg.pool.tone_repair) is not None:
+            label = repair_tones(photo.image, label, repair.shadow, repair.strength, repair.colour)
         if photo.name in self.pool.entries and not self.natural_tones(photo, label):
             self.pool.offers += 1
             return False
