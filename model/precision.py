@@ -52,6 +52,16 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Log a warning the first time only: a process resolves its precision more than once (artifact, runner)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning(message)
+
+
 def resolve_dtype(requested: str, device_type: str) -> str:
     """The precision a runner on ``device_type`` computes in for the ``requested`` setting.
 
@@ -69,10 +79,10 @@ def resolve_dtype(requested: str, device_type: str) -> str:
     if requested == "auto":
         return "bfloat16" if cpu_has_native_bf16() else "float32"
     if requested == "float16":
-        logger.warning("float16 is not offered on the CPU (see docs/benchmarks.md); running float32")
+        _warn_once("float16 is not offered on the CPU (see docs/benchmarks.md); running float32")
         return "float32"
     if requested == "bfloat16" and not cpu_has_native_bf16():
-        logger.warning("this CPU has no native bfloat16 (AVX-512 BF16/AMX): bfloat16 will be slower than float32")
+        _warn_once("this CPU has no native bfloat16 (AVX-512 BF16/AMX): bfloat16 will be slower than float32")
     return requested
 
 

@@ -18,6 +18,7 @@ from service.config import PRECISIONS, Settings
 def native(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
     """Pretend the CPU has (or lacks) native bfloat16, whatever this machine has."""
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: request.param)
+    monkeypatch.setattr(precision, "_WARNED", set())  # each case starts with no warning given yet
     return bool(request.param)
 
 
@@ -37,6 +38,15 @@ def test_explicit_choices_are_kept_or_explained(native: bool, caplog: pytest.Log
     assert resolve_dtype("float16", "cuda") == resolve_dtype("float16", "cuda") == "float16"
     with pytest.raises(ValueError, match="unknown dtype"):
         resolve_dtype("int8", "cpu")
+
+
+def test_each_warning_is_given_once_per_process(native: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """The service resolves its precision twice (the artifact, then the runner); the operator reads it once."""
+    with caplog.at_level(logging.WARNING, logger="model.precision"):
+        for _ in range(2):
+            resolve_dtype("float16", "cpu")
+            resolve_dtype("bfloat16", "cpu")
+    assert len(caplog.records) == (1 if native else 2)
 
 
 def test_the_artifact_holds_the_cpu_precision_and_float32_for_cuda_autocast(native: bool) -> None:
