@@ -15,6 +15,7 @@ from model.checkpoint import (
     load_checkpoint,
     load_official,
     load_pipeline_from_weights,
+    read_weights,
     save_checkpoint,
     to_official_keys,
 )
@@ -131,3 +132,17 @@ def test_missing_weights_raise_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         load_pipeline_from_weights(tmp_path / "dcmpnet_small.pt")
     assert DEFAULT_WEIGHTS.name == "dcmpnet_small.pt" and DEFAULT_WEIGHTS.parent.name == "weights"
+
+
+def test_the_shipped_real_photo_weights_are_the_default_fine_tuned() -> None:
+    """``dcmpnet_small_real.pt`` (its model card): the default's network after Colabator, with its provenance."""
+    real = DEFAULT_WEIGHTS.with_name("dcmpnet_small_real.pt")
+    meta = read_weights(real, "cpu")["metadata"]
+    assert meta["method"] == "colabator" and meta["weights"] == "ema-teacher" and meta["step"] == 300
+    assert meta["init_from"] == "model/weights/dcmpnet_small.pt" and meta["real_photos"] == 45
+    x = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        tuned, depth = load_pipeline_from_weights(real)(x)
+        default, _ = load_pipeline_from_weights()(x)
+    assert tuned.shape == x.shape and depth.shape == (1, 1, 48, 64) and torch.isfinite(tuned).all()
+    assert (tuned - default).abs().mean() > 1e-3  # fine-tuning moved the weights
