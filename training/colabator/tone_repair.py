@@ -28,7 +28,9 @@ from training.metrics import tone_shift
 __all__ = ["LUMA", "repair_tones"]
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-"""BT.601 luminance weights, as :func:`training.metrics.tone_shift` uses."""
+"""BT.601 luminance weights, the repair's shadow test. Not the BT.709 weights with which
+:func:`training.metrics.tone_shift` counts crushed pixels: the shipped recipe was trained with these, and the two
+differ little below the 0.1 shadow level (the tone guard then checks the repaired label with BT.709)."""
 
 
 def repair_tones(hazy: np.ndarray, label: np.ndarray, shadow: float, strength: float, colour: bool) -> np.ndarray:
