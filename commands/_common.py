@@ -59,10 +59,12 @@ def prepare_artifact(settings: Settings) -> Path:
     if not weights.is_file():
         raise CommandError(f"weights file not found: {weights} (set DEHAZE_WEIGHTS)")
     from model.export import ensure_artifact  # torch is imported only by commands that run the model
+    from model.openmp import run_in_passing_thread
     from service.worker.runner import served_artifact
 
     artifact, dtype = served_artifact(settings)
-    path = ensure_artifact(weights, artifact, dtype)
+    # an export traces the model: on a thread of its own, or its OpenMP team would outlive it (model.openmp)
+    path = run_in_passing_thread(ensure_artifact, weights, artifact, dtype)
     logger.info("model artifact: %s (%s, from %s)", path, dtype, weights)
     return Path(path)
 

@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import warnings
+import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -137,12 +138,22 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> torch
 
 
 def artifact_info(path: str | Path) -> dict[str, str]:
-    """What an artifact was exported from (``variant``, ``weights_sha256``); empty when it does not say."""
-    extra = {INFO_FILE: ""}
-    with _jit_deprecation_silenced():
-        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    """What an artifact was exported from (``variant``, ``weights_sha256``, ``dtype``); empty when it does not say.
+
+    Read straight from the archive (a zip holding ``<archive>/extra/dehaze_model.json``) without loading the model:
+    no deserialised weights, and no torch work on the calling thread (``model.openmp`` says why that matters).
+
+    Raises:
+        ValueError: the file is not a TorchScript archive.
+    """
     try:
-        info = json.loads(extra[INFO_FILE] or "{}")
+        with zipfile.ZipFile(path) as archive:
+            names = [name for name in archive.namelist() if name.split("/")[1:] == ["extra", INFO_FILE]]
+            text = archive.read(names[0]).decode("utf-8") if names else "{}"
+    except zipfile.BadZipFile as error:
+        raise ValueError(f"{path} is not a TorchScript archive: {error}") from error
+    try:
+        info = json.loads(text or "{}")
     except json.JSONDecodeError:
         return {}
     return {str(k): str(v) for k, v in info.items()} if isinstance(info, dict) else {}
@@ -188,7 +199,7 @@ def ensure_artifact(weights: str | Path, artifact: str | Path, dtype: str = "flo
     computes in another precision.
 
     An artifact that does not record its weights (exported without ``info``) is kept when it is newer than them and
-    of the right precision.
+    of the right precision; a file there that is not an artifact at all is exported over.
 
     Raises:
         FileNotFoundError: The weights file does not exist.
@@ -197,8 +208,7 @@ def ensure_artifact(weights: str | Path, artifact: str | Path, dtype: str = "flo
     if not weights.is_file():
         raise FileNotFoundError(f"weights file not found: {weights}")
     digest = file_sha256(weights)
-    if artifact.is_file():
-        recorded = artifact_info(artifact)
+    if artifact.is_file() and (recorded := _readable_info(artifact)) is not None:
         made_from = recorded.get("weights_sha256")
         same_weights = made_from == digest or (
             made_from is None and artifact.stat().st_mtime >= weights.stat().st_mtime
@@ -208,6 +218,15 @@ def ensure_artifact(weights: str | Path, artifact: str | Path, dtype: str = "flo
     logger.info("exporting %s (%s) from %s", artifact, dtype, weights)
     info = {"variant": weights_variant(weights) or "unknown", "weights_sha256": digest}
     return export_pipeline(load_pipeline_from_weights(weights), artifact, info=info, dtype=dtype)
+
+
+def _readable_info(artifact: Path) -> dict[str, str] | None:
+    """``artifact_info``, or None (with a warning) for a file that is not an artifact, which is then exported over."""
+    try:
+        return artifact_info(artifact)
+    except ValueError as error:
+        logger.warning("%s; exporting it again", error)
+        return None
 
 
 def weights_variant(weights: str | Path) -> str | None:

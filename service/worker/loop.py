@@ -2,17 +2,19 @@
 
 One iteration: ``collect_batch`` closes a batch (full by tiles: the API counted them from the image's header and
 sent the count with the job, so the worker never parses a header); jobs past their deadline are answered as
-expired; the rest are checked against the per-request compute budget (from the size on the job) and decoded in a
-thread (a job that cannot be decoded, would cost too much, or decodes to another size than its header announced,
-fails alone); their pieces are grouped by shape into forwards of at most ``max_batch_size`` items, run in a thread
-so the event loop (and, in embedded mode, the API) stays responsive; a job is encoded and finished as soon as its
-plan has no piece missing. Jobs cancelled before they start never reach the worker (the queue skips them in
-``take``); before every further forward the worker asks the queue which of its jobs were cancelled since (the
+expired; the rest are checked against the per-request compute budget (from the size on the job) and decoded (a job
+that cannot be decoded, would cost too much, or decodes to another size than its header announced, fails alone);
+their pieces are grouped by shape into forwards of at most ``max_batch_size`` items; a job is encoded and finished
+as soon as its plan has no piece missing. Jobs cancelled before they start never reach the worker (the queue skips
+them in ``take``); before every further forward the worker asks the queue which of its jobs were cancelled since (the
 client went away or timed out) and drops those, and the ones past their deadline, with the rest of their tiles: no
 forward is spent on a request nobody waits for (``cancelled`` and ``expired`` outcomes, and
 ``dehaze_cancelled_tiles_total``). Jobs the queue gives up on (``take``'s ``on_poisoned``) count as ``poisoned``.
 When ``stop`` is set the worker finishes the jobs it holds and returns. An unreachable queue (Redis restarting)
 does not end it: it pauses, retries with backoff and carries on once the queue answers again.
+
+Decoding, forwards and encoding run on the model thread (``model.openmp.ModelThread``, the one thread of the process
+that also loaded and warmed the model), so the event loop (and, in embedded mode, the API) stays responsive.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.openmp import ModelThread
 from service import codec
 from service.config import Settings
 from service.errors import MalformedImageError, status_of
@@ -70,6 +73,8 @@ class Worker:
         observer: metric hooks.
         worker_id: the name in heartbeats and logs.
         clock: wall clock (``time.time``), comparable with ``Job.enqueued_at`` and ``Job.deadline``.
+        model_thread: the thread that decodes, computes and encodes (default: a new one); the one the runner was
+            loaded and warmed on, so that the process keeps a single OpenMP team (``model.openmp``).
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class Worker:
         observer: WorkerObserver | None = None,
         worker_id: str | None = None,
         clock: Callable[[], float] = time.time,
+        model_thread: ModelThread | None = None,
     ) -> None:
         self.queue = queue
         self.settings = settings
@@ -89,6 +95,7 @@ class Worker:
         self.observer: WorkerObserver = observer or NullObserver()
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.clock = clock
+        self.model_thread = model_thread or ModelThread()
 
     def _poisoned(self, job: Job) -> None:
         """The queue gave up on ``job`` (and answered it): count it."""
@@ -183,7 +190,7 @@ class Worker:
                 await self._finish(job, JobResult.failure(job.id, 504, "the job expired before it started"), "expired")
             else:
                 live.append(job)
-        decoded = await asyncio.to_thread(self._decode_all, live)
+        decoded = await self.model_thread.run(self._decode_all, live)
         works: list[_Work] = []
         for job, outcome in zip(live, decoded, strict=True):
             if isinstance(outcome, JobResult):
@@ -271,7 +278,7 @@ class Worker:
             outputs = self.runner.run_items(items)
             return outputs, time.perf_counter() - t0
 
-        outputs, seconds = await asyncio.to_thread(compute)
+        outputs, seconds = await self.model_thread.run(compute)
         self.observer.batch(len(group), waits, seconds)
         for (work, piece), output in zip(group, outputs, strict=True):
             work.compute_ms += 1000.0 * seconds / len(group)
@@ -291,7 +298,7 @@ class Worker:
             await self._finish(job, JobResult.failure(job.id, 500, work.error), "failed")
             return
         try:
-            result = await asyncio.to_thread(self._encode, work)
+            result = await self.model_thread.run(self._encode, work)
         except Exception as error:
             logger.exception("job %s cannot be encoded", job.id)
             result = JobResult.failure(job.id, 500, f"encoding failed: {error}")
@@ -363,17 +370,28 @@ async def run_worker(
         observer: metric hooks; default ``MetricsObserver``.
     """
     observer = observer or default_observer()
-    if settings.torch_threads:
-        import torch
+    model_thread = ModelThread()
+    try:
+        if settings.torch_threads:
+            await model_thread.run(_set_torch_threads, settings.torch_threads)
+        if runner is None:
+            path, _ = served_artifact(settings)
+            logger.info("loading %s on %s (%s)", path, settings.device, settings.dtype)
+            runner = await model_thread.run(Runner.from_artifact, path, settings.device, settings.dtype)
+        await model_thread.run(warm_up, runner, settings)
+        observer.model_info(
+            runner.info.get("variant", "unknown"),
+            runner.info.get("version", "unknown"),
+            runner.device.type,
+            runner.dtype,
+        )
+        worker = Worker(queue, settings, runner, observer, worker_id, model_thread=model_thread)
+        await worker.run(stop or asyncio.Event(), ready)
+    finally:
+        model_thread.close()
 
-        torch.set_num_threads(settings.torch_threads)
-    if runner is None:
-        path, _ = served_artifact(settings)
-        logger.info("loading %s on %s (%s)", path, settings.device, settings.dtype)
-        runner = await asyncio.to_thread(Runner.from_artifact, path, settings.device, settings.dtype)
-    await asyncio.to_thread(warm_up, runner, settings)
-    observer.model_info(
-        runner.info.get("variant", "unknown"), runner.info.get("version", "unknown"), runner.device.type, runner.dtype
-    )
-    worker = Worker(queue, settings, runner, observer, worker_id)
-    await worker.run(stop or asyncio.Event(), ready)
+
+def _set_torch_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)

@@ -125,6 +125,34 @@ def test_ensure_artifact_re_exports_for_another_precision(tiny_pipeline: DehazeP
     assert artifact.stat().st_mtime_ns == first
 
 
+def test_artifact_info_reads_the_record_without_loading_the_model(
+    tiny_pipeline: DehazePipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No deserialised model (and no torch work on the caller's thread: ``model.openmp``) to read three strings."""
+    path = export_pipeline(tiny_pipeline, tmp_path / "tiny.ts.pt", info={"variant": "dcmpnet_tiny"})
+
+    def no_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("artifact_info loaded the model")
+
+    monkeypatch.setattr(torch.jit, "load", no_load)
+    assert artifact_info(path) == {"variant": "dcmpnet_tiny", "dtype": "float32"}
+    garbage = tmp_path / "garbage.ts.pt"
+    garbage.write_bytes(b"not a zip archive")
+    with pytest.raises(ValueError, match="not a TorchScript archive"):
+        artifact_info(garbage)
+
+
+def test_ensure_artifact_exports_over_a_file_that_is_not_an_artifact(
+    tiny_pipeline: DehazePipeline, tmp_path: Path
+) -> None:
+    weights = save_checkpoint(tmp_path / "w.pt", tiny_pipeline.phi, tiny_pipeline.psi, "dcmpnet_tiny", {})
+    artifact = tmp_path / "a.ts.pt"
+    artifact.write_bytes(b"\x00" * 64)  # e.g. a half-copied volume
+    ensure_artifact(weights, artifact)
+    assert artifact_info(artifact)["weights_sha256"] == file_sha256(weights)
+    assert check_export(tiny_pipeline, load_artifact(artifact), [(20, 24)], [1]) < 1e-4
+
+
 def _cli(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_arguments(parser)

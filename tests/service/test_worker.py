@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from service import codec
 from service.api.jobs import check_image
 from service.config import Settings
 from service.queue.base import Job, JobQueue, JobResult, OutputSpec
@@ -19,6 +23,9 @@ from service.queue.memory import MemoryQueue
 from service.worker.loop import run_worker
 from service.worker.observers import NullObserver
 from service.worker.runner import Runner, from_tensor, infer_image, to_tensor
+from tests.service.live_server import model_settings, tiny_model, tiny_weights
+
+__all__ = ["tiny_model", "tiny_weights"]  # fixtures
 
 
 class TinyNet(torch.nn.Module):
@@ -229,6 +236,55 @@ def test_stop_drains_jobs_in_hand() -> None:
         return await queue.wait_result(job.id, 0.1)
 
     assert asyncio.run(scenario()).ok
+
+
+def test_loading_warm_up_and_every_forward_run_on_one_thread_off_the_event_loop(
+    tiny_model: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One OpenMP team per worker process (``model.openmp``): the artifact's load, the warm-up, the forwards, the
+    decoding and the encoding all run on the worker's model thread, none on the event loop's."""
+    threads: dict[str, set[int]] = {"load": set(), "forward": set(), "decode": set(), "encode": set()}
+    load, run_items = Runner.from_artifact.__func__, Runner.run_items  # type: ignore[attr-defined]
+    decode, encode = codec.decode_image, codec.encode_image
+
+    def recorded(kind: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            threads[kind].add(threading.get_ident())
+            return function(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(Runner, "from_artifact", classmethod(recorded("load", load)))
+    monkeypatch.setattr(Runner, "run_items", recorded("forward", run_items))
+    monkeypatch.setattr(codec, "decode_image", recorded("decode", decode))
+    monkeypatch.setattr(codec, "encode_image", recorded("encode", encode))
+    cfg = model_settings(tiny_model, tile_size=64, tile_overlap=8)
+
+    async def scenario() -> tuple[list[JobResult], int]:
+        queue = MemoryQueue(max_length=8)
+        ready, stop = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(run_worker(queue, cfg, ready=ready, stop=stop, observer=NullObserver()))
+        await asyncio.wait_for(ready.wait(), 60)
+        busy = asyncio.Event()
+
+        async def api_probes() -> None:  # in embedded mode the API's probes share the default executor
+            while not busy.is_set():
+                await asyncio.gather(*(asyncio.to_thread(time.sleep, 0.005) for _ in range(3)))
+
+        probes = asyncio.create_task(api_probes())
+        jobs = await submit_all(queue, [png(150, 70, seed=seed) for seed in range(4)])
+        results = await results_of(queue, jobs)
+        busy.set()
+        await probes
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        return results, threading.get_ident()
+
+    results, loop_thread = asyncio.run(scenario())
+    assert all(result.ok for result in results)
+    assert all(threads[kind] for kind in threads), threads  # each kind of work was seen
+    (model_thread,) = set().union(*threads.values())
+    assert model_thread != loop_thread
 
 
 def test_run_items_isolates_the_failing_item() -> None:
