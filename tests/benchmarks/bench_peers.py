@@ -140,6 +140,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--startup-timeout", type=float, default=600.0, help="seconds a server may take to start")
     args = parser.parse_args(argv)
+    if args.shape_repeats < 1:
+        parser.error("--shape-repeats must be at least 1: the steady latency is measured on the repeats")
     quick = args.quick
     args.models = args.models or (["tiny"] if quick else ["tiny", "small"])
     args.clients = args.clients or ([1, 2] if quick else [1, 8, 32])
