@@ -253,7 +253,7 @@ class Worker:
         out: list[_Work | JobResult] = []
         cfg = self.settings
         for job in jobs:
-            t0 = time.perf_counter()
+            begun, t0 = self.clock(), time.perf_counter()
             try:
                 check_compute(
                     job.height, job.width, cfg.tile_size, cfg.tile_overlap, cfg.bucket_multiple, self.compute_budget
@@ -266,7 +266,7 @@ class Worker:
                 logger.warning("job %s cannot be decoded: %s", job.id, error)
                 out.append(JobResult.failure(job.id, status, str(error)))
                 continue
-            out.append(_Work(job, plan, 1000.0 * (time.perf_counter() - t0), started=self.clock()))
+            out.append(_Work(job, plan, 1000.0 * (time.perf_counter() - t0), started=begun))
         return out
 
     async def _forward(self, group: list[tuple[_Work, Piece]], waits: Sequence[float]) -> float:

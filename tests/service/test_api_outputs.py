@@ -96,6 +96,19 @@ def test_depth_is_16_bit_grey_or_colour_mapped(server: str) -> None:
     assert coloured.size == (33, 47) and coloured.mode == "RGB"
 
 
+@pytest.mark.parametrize("path", ["/dehaze", "/depth"])
+def test_an_image_answer_says_where_its_time_went(server: str, path: str) -> None:
+    response = _post(server, path, image_bytes(45, 37))
+    assert response.status_code == 200, response.text
+    stages = {
+        name.strip(): float(duration)
+        for name, duration in (entry.split(";dur=") for entry in response.headers["server-timing"].split(","))
+    }
+    assert list(stages) == ["queue_wait", "decode", "compute", "encode", "total"]
+    assert stages["compute"] > 0 and min(stages.values()) >= 0
+    assert sum(stages[name] for name in ("queue_wait", "decode", "compute", "encode")) <= stages["total"]
+
+
 def test_density_scores_the_upload_alone(server: str) -> None:
     response = _post(server, "/density", image_bytes(64, 48))
     assert response.status_code == 200, response.text

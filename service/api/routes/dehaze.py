@@ -16,6 +16,7 @@ from service.api.jobs import check_image, run_job
 from service.api.negotiation import choose_format, wants_json
 from service.api.openapi import IMAGE_RESPONSES, UPLOAD_BODY
 from service.api.schemas import DehazeResponse, ModelInfo
+from service.api.server_timing import server_timing
 from service.codec import MEDIA_TYPES
 from service.queue.base import OutputSpec
 
@@ -66,7 +67,8 @@ async def dehaze(
     if result.image is None:
         raise RuntimeError(f"job {result.job_id} returned no image")
     if fade_in is None:
-        return Response(result.image, media_type=result.image_media_type or MEDIA_TYPES[image_format])
+        media_type = result.image_media_type or MEDIA_TYPES[image_format]
+        return Response(result.image, media_type=media_type, headers=server_timing(result.timings_ms, started))
     density_started = time.perf_counter()
     deadline = started + settings.request_timeout_s
     fade_out = await _fade_by(density.score_bytes(result.image), deadline)

@@ -6,6 +6,7 @@ transmission map (``model.corun_pipeline``); the OpenAPI description says so.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -14,6 +15,7 @@ from service.api.deps import ComputeBudgetDep, QueueDep, SettingsDep, UploadDep,
 from service.api.jobs import check_image, run_job
 from service.api.openapi import ERROR_RESPONSES, UPLOAD_BODY
 from service.api.schemas import DEPTH_DESCRIPTION
+from service.api.server_timing import server_timing
 from service.queue.base import OutputSpec
 
 __all__ = ["router"]
@@ -38,9 +40,10 @@ async def depth(
     colormap: Annotated[bool, Query(description="a colour-mapped 8-bit RGB PNG instead of 16-bit grey")] = False,
 ) -> Response:
     """Upload an image in the multipart field ``image``; get its depth map (0 = near, white/65535 = far)."""
+    started = time.perf_counter()
     probe = await check_image(payload, settings, budget)
     output = OutputSpec(want_image=False, want_depth=True, depth_colormap=colormap)
     result = await run_job(request, queue, settings, payload, output, probe)
     if result.depth is None:
         raise RuntimeError(f"job {result.job_id} returned no depth map")
-    return Response(result.depth, media_type="image/png")
+    return Response(result.depth, media_type="image/png", headers=server_timing(result.timings_ms, started))
