@@ -55,6 +55,8 @@ def test_quick_mode_runs_ours_and_the_fastapi_peer(tmp_path: Path, capsys: pytes
     assert set(paired) == {"ours-embedded", "fastapi"} and "one client, requests alternating" in printed
     assert paired["ours-embedded"]["x_ours"] == 1.0 and paired["ours-embedded"]["ok"] == 2  # --quick: 2 turns
     assert paired["fastapi"]["x_ours"] > 0 and paired["fastapi"]["p50_ms"] > 0
+    for row in paired.values():  # both answer with Server-Timing: the model's share and the rest of a request
+        assert 0 < row["model_p50_ms"] < row["p50_ms"] and row["rest_p50_ms"] > 0
 
 
 def test_triton_request_and_answer_round_trip() -> None:

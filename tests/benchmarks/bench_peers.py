@@ -23,7 +23,10 @@ Paired (``--paired`` turns, default 20): one client, one request at a time, the 
 request (the order rotated each turn). A shared machine's speed drifts by tens of percent over the minutes a cell
 round takes; here every turn sees the same moment for all servers, so the one-client comparison holds to a few
 percent where cells swing by 20-50%. ``× ours`` is the median over turns of (ours' latency / the server's
-latency in the same turn): like req/s, above 1 means faster than ours.
+latency in the same turn): like req/s, above 1 means faster than ours. Each answer's ``Server-Timing`` header
+(ours, and the FastAPI and LitServe peers') gives the model's ``compute`` time of that request: ``model p50 ms`` is
+its median, ``rest p50 ms`` the median of (latency - model time), what the serving path adds (HTTP, queueing,
+decoding, encoding, hand-offs).
 
 First shape: on ``ours-embedded``, uploads of sizes the server has not seen (the upload shrunk by 32 and 64 px a
 side, so new padded shapes) are sent 1 + ``--shape-repeats`` times each; the first request's extra latency over
@@ -63,6 +66,8 @@ from model.checkpoint import save_checkpoint
 from model.export import ensure_artifact
 from model.pipeline import build_pipeline
 from model.precision import resolve_dtype
+from service.api.server_timing import HEADER as TIMING_HEADER
+from service.api.server_timing import parse_server_timing
 from service.config import PRECISIONS, Settings
 from tests.benchmarks import common
 from tests.benchmarks.services import LoadResult, metric_delta, metric_sums, running_service
@@ -502,6 +507,7 @@ def run_paired(model: str, servers: list[Server], turns: int, payload: bytes, fi
     median latency and the median over turns of ours' latency over its own (see the module docstring)."""
     bodies = {s.name: request_body(s.protocol, payload, filename) for s in servers}
     latencies: dict[str, list[float]] = {s.name: [] for s in servers}
+    computes: dict[str, list[float]] = {s.name: [] for s in servers}  # the model's seconds, from Server-Timing
     with httpx.Client(timeout=3600.0) as client:
         for turn in range(turns):
             shift = turn % len(servers)
@@ -510,15 +516,21 @@ def run_paired(model: str, servers: list[Server], turns: int, payload: bytes, fi
                 response = client.post(server.url, content=bodies[server.name][0], headers=bodies[server.name][1])
                 ok = response.status_code == 200
                 latencies[server.name].append(time.perf_counter() - started if ok else math.nan)
+                stages = parse_server_timing(response.headers.get(TIMING_HEADER, ""))
+                computes[server.name].append(stages["compute"] / 1000.0 if ok and "compute" in stages else math.nan)
     rows = []
     for server in servers:
         own = latencies[server.name]
         ratios = [o / s for o, s in zip(latencies.get(OURS, []), own, strict=False) if math.isfinite(o / s)]
         quartiles = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else None
         finite = [s for s in own if math.isfinite(s)]
+        model_s = [c for c in computes[server.name] if math.isfinite(c)]
+        rest_s = [t - c for t, c in zip(own, computes[server.name], strict=True) if math.isfinite(t - c)]
         rows.append({
             "model": model, "server": server.name, "turns": turns, "ok": len(finite),
             "p50_ms": 1000.0 * statistics.median(finite) if finite else None,
+            "model_p50_ms": 1000.0 * statistics.median(model_s) if model_s else None,
+            "rest_p50_ms": 1000.0 * statistics.median(rest_s) if rest_s else None,
             "x_ours": statistics.median(ratios) if ratios else None,
             "x_ours_iqr": f"{quartiles[0]:.2f}-{quartiles[2]:.2f}" if quartiles else None,
         })  # fmt: skip
@@ -615,6 +627,8 @@ PAIRED_COLUMNS = [
     common.Column("turns", "turns"),
     common.Column("ok", "ok"),
     common.Column("p50_ms", "p50 ms", ".0f"),
+    common.Column("model_p50_ms", "model p50 ms", ".0f"),
+    common.Column("rest_p50_ms", "rest p50 ms", ".0f"),
     common.Column("x_ours", "× ours", ".3f"),
     common.Column("x_ours_iqr", "turns' IQR"),
 ]

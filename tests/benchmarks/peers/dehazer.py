@@ -5,13 +5,16 @@ Fairness rests here. Every peer uses the service's own pieces for everything tha
 bucket multiple, 640-px tiles, blending) and ``Runner`` (the artifact under ``inference_mode``), with the same
 torch thread count, the same glibc malloc settings and oneDNN kernel cache (``tune_for_inference`` and
 ``size_kernel_cache``, as the ``dehaze`` command applies them) and the same warm-up shapes as our worker. What
-differs between servers is only how requests reach the model and how answers go back.
+differs between servers is only how requests reach the model and how answers go back. Like ours, each answer
+carries a ``Server-Timing`` header with the model's ``compute`` time, so the benchmark can tell model time from
+serving time.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,23 +53,32 @@ class Dehazer:
         """The worker's warm-up, at the same shapes (``service.worker.warm_up``)."""
         warm_up(self.runner, self.settings)
 
-    def dehaze(self, payloads: Sequence[bytes]) -> list[bytes]:
-        """PNG of the dehazed image for each upload; same-shape pieces of all uploads share forwards.
+    def dehaze(self, payloads: Sequence[bytes]) -> tuple[list[bytes], dict[str, float]]:
+        """PNG of the dehazed image for each upload, and the call's ``decode``, ``compute`` and ``encode`` times
+        (milliseconds, as our worker reports them); same-shape pieces of all uploads share forwards.
 
         Raises:
             Exception: the codec's errors for a bad upload, or the first forward error (a benchmark has none).
         """
+        t0 = time.perf_counter()
         images = [decode_image(payload, self.settings.max_pixels) for payload in payloads]
         cfg = self.settings
         plans = [ImagePlan(image, cfg.tile_size, cfg.tile_overlap, cfg.bucket_multiple) for image in images]
         pieces = [(plan, piece) for plan in plans for piece in plan.pieces]
+        timings = {"decode": 1000.0 * (time.perf_counter() - t0), "compute": 0.0}
         for group in group_by_shape(pieces, lambda pair: pair[1].shape, self.max_batch_size):
-            outputs = self.runner.run_items([piece.pixels(plan.image) for plan, piece in group])
+            items = [piece.pixels(plan.image) for plan, piece in group]
+            t1 = time.perf_counter()
+            outputs = self.runner.run_items(items)
+            timings["compute"] += 1000.0 * (time.perf_counter() - t1)
             for (plan, piece), output in zip(group, outputs, strict=True):
                 if isinstance(output, Exception):
                     raise output
                 plan.add(piece, *output)
-        return [encode_image(plan.outputs()[0], "png") for plan in plans]
+        t2 = time.perf_counter()
+        pngs = [encode_image(plan.outputs()[0], "png") for plan in plans]
+        timings["encode"] = 1000.0 * (time.perf_counter() - t2)
+        return pngs, timings
 
 
 def peer_arguments(description: str) -> argparse.ArgumentParser:

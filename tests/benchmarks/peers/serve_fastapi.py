@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI, File, UploadFile
 from fastapi.responses import Response
 
+from service.api.server_timing import server_timing
 from tests.benchmarks.peers.dehazer import Dehazer, peer_arguments, start_process
 
 
@@ -47,9 +49,10 @@ def build_app(artifact: Path, threads: int) -> FastAPI:
 
     @app.post("/dehaze")
     async def dehaze(image: UploadFile = File(...)) -> Response:  # noqa: B008 (FastAPI's declaration style)
+        started = time.perf_counter()
         payload = await image.read()
-        (png,) = await asyncio.get_running_loop().run_in_executor(executor, model[0].dehaze, [payload])
-        return Response(content=png, media_type="image/png")
+        (png,), timings = await asyncio.get_running_loop().run_in_executor(executor, model[0].dehaze, [payload])
+        return Response(content=png, media_type="image/png", headers=server_timing(timings, started))
 
     return app
 

@@ -20,9 +20,12 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from commands.allocator import tune_for_inference
+from service.api.server_timing import server_timing
 from tests.benchmarks.peers.dehazer import Dehazer, peer_arguments, start_process
 
 API_PATH = "/dehaze"
+Answer = tuple[bytes, dict[str, float]]
+"""A PNG and the model's timings in milliseconds (``Dehazer.dehaze``)."""
 
 
 class DehazeAPI(ls.LitAPI):
@@ -50,19 +53,20 @@ class DehazeAPI(ls.LitAPI):
         return inputs
 
     def predict(self, x: Any) -> Any:
-        """One PNG per upload (a list when batching)."""
+        """One (PNG, timings) per upload (a list when batching; the batch's timings for each of its uploads)."""
         assert self.dehazer is not None
-        if self.max_batch_size > 1:
-            return self.dehazer.dehaze(x)
-        return self.dehazer.dehaze([x])[0]
+        pngs, timings = self.dehazer.dehaze(x if self.max_batch_size > 1 else [x])
+        answers = [(png, timings) for png in pngs]
+        return answers if self.max_batch_size > 1 else answers[0]
 
-    def unbatch(self, output: list[bytes]) -> list[bytes]:  # type: ignore[override]
+    def unbatch(self, output: list[Answer]) -> list[Answer]:  # type: ignore[override]
         """One answer per request."""
         return output
 
-    def encode_response(self, output: bytes) -> Response:  # type: ignore[override]
-        """The PNG as the response body."""
-        return Response(content=output, media_type="image/png")
+    def encode_response(self, output: Answer) -> Response:  # type: ignore[override]
+        """The PNG as the response body, the model's times in ``Server-Timing``."""
+        png, timings = output
+        return Response(content=png, media_type="image/png", headers=server_timing(timings))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     @batch
     def infer(image: np.ndarray) -> dict[str, np.ndarray]:
-        pngs = dehazer.dehaze([bytes(row[0]) for row in image])
+        pngs, _ = dehazer.dehaze([bytes(row[0]) for row in image])  # Triton answers carry no Server-Timing
         return {"png": np.array([[png] for png in pngs], dtype=np.object_)}
 
     config = TritonConfig(
