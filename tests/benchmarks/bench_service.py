@@ -13,8 +13,8 @@ Three parts:
         overhead_share = (p50 service latency - p50 model time) / p50 model time
 
     where model time is the same image through the same worker path (``ImagePlan`` pieces grouped by shape,
-    ``Runner.run_items`` on the same TorchScript artifact with the same torch threads, i.e. what the worker times
-    as compute) measured in this process, one measurement after each request, so both see the same machine
+    ``Runner.run_items`` on the same TorchScript artifact in the same precision, ``--dtype``, with the same torch
+    threads, i.e. what the worker times as compute) measured in this process, one measurement after each request, so both see the same machine
     load. The worker's own figures (Prometheus histograms) split the rest: queue wait, worker-side decode + tiling +
     stitching + encode, and HTTP (upload parsing, header check, submit, response).
     ``sweep``: embedded backend, every ``--batch-sizes`` × ``--batch-waits-ms`` pair, every ``--concurrency``.
@@ -36,8 +36,9 @@ from typing import Any
 import torch
 
 from model.export import ensure_artifact
+from model.precision import artifact_dtype_for, resolve_dtype
 from service.codec import decode_image
-from service.config import Settings
+from service.config import PRECISIONS, Settings
 from service.worker.batching import group_by_shape
 from service.worker.plan import ImagePlan
 from service.worker.runner import Runner
@@ -65,6 +66,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--overhead-requests", type=int, default=5, help="sequential requests of the overhead part")
     parser.add_argument("--parts", nargs="+", choices=("overhead", "sweep", "backends"), default=None)
     parser.add_argument("--startup-timeout", type=float, default=600.0, help="seconds a deployment may take to start")
+    parser.add_argument(
+        "--dtype",
+        choices=PRECISIONS,
+        default="auto",
+        help="precision of the deployments and of the overhead's model time (default: the service's auto)",
+    )
     args = parser.parse_args(argv)
     args.parts = args.parts or ["overhead", "sweep", "backends"]
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
@@ -85,6 +92,7 @@ def _env(args: argparse.Namespace, artifact: Path, batch_size: int, wait_ms: flo
         "DEHAZE_WEIGHTS": str(args.weights),
         "DEHAZE_ARTIFACT": str(artifact),
         "DEHAZE_DEVICE": args.device,
+        "DEHAZE_DTYPE": args.dtype,
         "DEHAZE_HOST": "127.0.0.1",
         "DEHAZE_MAX_BATCH_SIZE": str(batch_size),
         "DEHAZE_MAX_BATCH_WAIT_MS": str(wait_ms),
@@ -116,7 +124,7 @@ def measure_overhead(
     """Sequential requests to an idle embedded deployment, each followed by the same image's model time here."""
     settings = Settings()
     image = decode_image(payload, settings.max_pixels)
-    runner = Runner.from_artifact(artifact, device=args.device)
+    runner = Runner.from_artifact(artifact, device=args.device, dtype=args.dtype)  # as the deployment computes
     url = f"{service.url}/dehaze"
     for _ in range(3):  # warm-up: the TorchScript executor specialises on the piece shape over its first calls
         run_load(url, payload, 1, 1, filename)
@@ -237,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the parts asked for, print the tables, write the JSON; returns the results."""
     args = parse_args(argv)
     device = common.setup_torch(args.threads, args.device)
+    args.dtype = resolve_dtype(args.dtype, device.type)
     machine = common.machine_info(device, args.threads)
     payload, filename = _image(args)
     results: dict[str, Any] = {}
@@ -244,7 +253,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     default: Key = ("embedded", *args.default_batch)
     done: dict[Key, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_service_") as tmp:
-        artifact = ensure_artifact(args.weights, Path(tmp) / f"{args.weights.stem}.ts.pt")
+        exported = artifact_dtype_for(args.dtype, device.type)  # what the deployments load: the same file
+        base = Settings(weights=args.weights, artifact=Path(tmp) / f"{args.weights.stem}.ts.pt")
+        artifact = ensure_artifact(args.weights, base.artifact_path(exported), exported)
         for key in plan_deployments(args):
             overhead = "overhead" in args.parts and key == default
             done[key] = run_deployment(args, artifact, payload, filename, key, overhead)
@@ -267,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "batch_waits_ms": args.batch_waits_ms,
         "backends": args.backends,
         "default_batch": list(args.default_batch),
+        "dtype": args.dtype,
         "threads_per_worker": {b: _threads_per_worker(args, b) for b in args.backends},
         "latency": "client wall time per request, send to last byte of the PNG response",
     }
