@@ -10,7 +10,7 @@ Measured on the 2-core machine (2026-12-01; the small model in bfloat16, 620×46
 read its artifact on the main thread at start (one team there) and then computed on an executor thread (a second
 team) made about 1,500 context switches per request against about 110 with a single team, and its forward took
 621 ms where the same forward on a single team took 583 ms, in turns with the plain FastAPI peer: the whole of the
-7-12% by which the peers led ours at one client.
+8.5% by which the FastAPI and LitServe peers led ours at one client (docs/benchmarks.md, section 7).
 
 So a worker process does all its torch work (loading, warm-up, forwards) on one :class:`ModelThread`, and work that
 needs torch once (exporting the artifact at start) runs on a :func:`run_in_passing_thread`, whose team ends with it.
