@@ -35,11 +35,14 @@ __all__ = [
     "NotReadyError",
     "RedisServer",
     "child_pids",
+    "cpu_seconds",
     "dehaze_argv",
     "env_without_dehaze",
     "free_port",
     "group_pids",
+    "paused",
     "process_alive",
+    "process_tree",
     "redis_answers",
     "running",
     "stop",
@@ -257,6 +260,11 @@ class RedisServer:
             self.stop()
             raise
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self._child.pid if self._child is not None else None
+
     def stop(self) -> None:
         """Kill the server (no shutdown save) and wait for it to exit."""
         if self._child is not None:
@@ -301,6 +309,51 @@ def process_alive(pid: int) -> bool:
 def child_pids(pid: int) -> list[int]:
     """The direct children of process ``pid`` that still run."""
     return sorted(child for child, parent, _ in _running_processes() if parent == pid)
+
+
+def process_tree(roots: Sequence[int]) -> list[int]:
+    """The processes ``roots`` and all their descendants that still run."""
+    children: dict[int, list[int]] = {}
+    for pid, parent, _ in _running_processes():
+        children.setdefault(parent, []).append(pid)
+    tree, todo = set(), [root for root in roots if process_alive(root)]
+    while todo:
+        pid = todo.pop()
+        if pid not in tree:
+            tree.add(pid)
+            todo.extend(children.get(pid, []))
+    return sorted(tree)
+
+
+@contextlib.contextmanager
+def paused(roots: Sequence[int]) -> Iterator[list[int]]:
+    """Stop (SIGSTOP) the process trees of ``roots`` for the block, continue them (SIGCONT) after it.
+
+    For benchmarks on a small machine: servers that are not being measured cannot take CPU from the one that is.
+    """
+    pids = process_tree(roots)
+    stopped = []
+    try:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+        yield stopped
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU seconds the processes ``pids`` have used so far (ended ones count 0)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_group_gone(pgid: int, timeout_s: float) -> None:

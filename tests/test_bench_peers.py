@@ -51,6 +51,7 @@ def test_quick_mode_runs_ours_and_the_fastapi_peer(tmp_path: Path, capsys: pytes
     assert [r["padded"] for r in shapes] == ["64x96", "32x64"]  # the 96x128 upload, 32 and 64 px smaller
     assert all(r["steady_ms"] > 0 and r["compute_steady_ms"] > 0 for r in shapes)
     assert [t["met"] is not None for t in document["targets"]] == [True]
+    assert all(0 <= s["idle_cpu_percent"] < 100 for s in document["results"]["servers"])
     paired = {r["server"]: r for r in document["results"]["paired"]}
     assert set(paired) == {"ours-embedded", "fastapi"} and "one client, requests alternating" in printed
     assert paired["ours-embedded"]["x_ours"] == 1.0 and paired["ours-embedded"]["ok"] == 2  # --quick: 2 turns

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.processes import NotReadyError, group_pids, process_alive, running, wait_ready
+from tests.processes import (
+    NotReadyError,
+    cpu_seconds,
+    group_pids,
+    paused,
+    process_alive,
+    process_tree,
+    running,
+    wait_ready,
+)
 
 IGNORES_SIGTERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); "
 SLEEPER = "import time; time.sleep(60)"
@@ -52,3 +62,25 @@ def test_killing_an_own_group_child_ends_the_processes_it_started(tmp_path: Path
         wait_ready(lambda: "up" in child.log() and len(group_pids(child.pgid)) == 2, 60, "the grandchild", [child])
         members = group_pids(child.pgid)
     assert not any(process_alive(pid) for pid in members)
+
+
+BUSY_WITH_A_BUSY_CHILD = (
+    "import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'while True: pass']); "
+    "print('up', flush=True)\nwhile True: pass"
+)
+
+
+def test_a_paused_tree_uses_no_cpu_and_runs_again_after(tmp_path: Path) -> None:
+    """The benchmarks pause the servers they do not measure: the whole tree stops, and continues after."""
+    with running(python(BUSY_WITH_A_BUSY_CHILD), tmp_path / "busy.log", own_group=True, grace_s=0) as child:
+        wait_ready(lambda: "up" in child.log() and len(process_tree([child.pid])) == 2, 60, "the child", [child])
+        tree = process_tree([child.pid])
+        with paused([child.pid]) as stopped:
+            assert sorted(stopped) == tree
+            time.sleep(0.2)  # let the stop land
+            before = cpu_seconds(tree)
+            time.sleep(0.5)
+            assert cpu_seconds(tree) - before < 0.05
+        before = cpu_seconds(tree)
+        time.sleep(0.5)
+        assert cpu_seconds(tree) - before > 0.2

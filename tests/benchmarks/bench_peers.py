@@ -13,6 +13,12 @@ Servers (``--servers``; each one a child process on 127.0.0.1, all running at on
     (``--dtype``, default the service's ``auto``: bfloat16 on a CPU with native bfloat16). A peer whose package is
     missing is skipped with a line saying so (CI's `.[test]` has neither LitServe nor PyTriton).
 
+All servers run at once, but only the one being measured runs: the others are paused (SIGSTOP on each of their
+processes and what those started, SIGCONT after), so that none takes CPU from it. On two cores that matters: LitServe's
+batching server polls its queues every millisecond, about 13% of a core while it has nothing to do, and every other
+server's forward took about 9% longer beside it (2026-12-01). The servers table gives each one's ``idle CPU %``,
+measured alone over ``--idle-seconds``.
+
 Each server gets the same warm-up (three sequential requests of the upload, after its own warm-up at our worker's
 shapes). Then, per model and round, every client count runs every server in turn, the order rotated from round to
 round, so slow drifts of a shared machine spread over all servers. A cell: two untimed requests, then ``clients``
@@ -53,7 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +77,7 @@ from service.api.server_timing import parse_server_timing
 from service.config import PRECISIONS, Settings
 from tests.benchmarks import common
 from tests.benchmarks.services import LoadResult, metric_delta, metric_sums, running_service
-from tests.processes import REDIS_SERVER, REPO, Child, free_port, stop, wait_ready
+from tests.processes import REDIS_SERVER, REPO, Child, cpu_seconds, free_port, paused, process_tree, stop, wait_ready
 
 logger = logging.getLogger("bench_peers")
 
@@ -111,6 +117,8 @@ class Server:
     protocol: str
     version: str
     metrics_urls: list[str] = field(default_factory=list)
+    roots: list[int] = field(default_factory=list)
+    """Its processes (each with what it starts): paused while another server is measured."""
 
 
 # -- arguments ---------------------------------------------------------------------------------------------------------
@@ -139,6 +147,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--paired", type=int, help="one-client turns, requests alternating (default 20; quick 2)")
     parser.add_argument("--noise", type=float, default=0.05, help="a peer beats ours above 1 + this (default 0.05)")
     parser.add_argument(
+        "--idle-seconds", type=float, help="how long each server's idle CPU use is measured (default 5; quick 1)"
+    )
+    parser.add_argument(
         "--triton-python",
         type=Path,
         help=f"Python with PyTriton (default ${TRITON_PYTHON_ENV}, else .venv-triton/bin/python, else this one)",
@@ -153,6 +164,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.seconds = args.seconds if args.seconds is not None else (1.0 if quick else 10.0)
     args.rounds = args.rounds or (1 if quick else 3)
     args.paired = args.paired if args.paired is not None else (2 if quick else 20)
+    args.idle_seconds = args.idle_seconds if args.idle_seconds is not None else (1.0 if quick else 5.0)
     args.size = args.size or ((96, 128) if quick else None)
     args.triton_python = args.triton_python or _default_triton_python()
     return args
@@ -281,7 +293,10 @@ def start_ours(
     env = _our_env(args, weights, artifact)
     service = stack.enter_context(running_service(backend, env, args.threads, args.startup_timeout))
     version = server_version(name, args)
-    return Server(name, f"{service.url}/dehaze", "multipart", version, list(service.metrics_urls))
+    roots = [child.pid for child in service.processes]
+    if service.redis is not None and service.redis.pid is not None:
+        roots.append(service.redis.pid)
+    return Server(name, f"{service.url}/dehaze", "multipart", version, list(service.metrics_urls), roots)
 
 
 def start_peer(
@@ -307,7 +322,7 @@ def start_peer(
     version = server_version(name, args)
     if name == "pytriton":
         version += f", Triton {httpx.get(base + '/v2', timeout=5).json().get('version', '?')}"
-    return Server(name, base + peer.infer_path, peer.protocol, version)
+    return Server(name, base + peer.infer_path, peer.protocol, version, roots=[child.pid])
 
 
 # -- requests ----------------------------------------------------------------------------------------------------------
@@ -445,6 +460,26 @@ def _first_shape_row(
     }
 
 
+# -- one server at a time ----------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def alone(server: Server, servers: Sequence[Server]) -> Iterator[None]:
+    """Every other server paused (SIGSTOP) while ``server`` is measured, so none takes CPU from it."""
+    with paused([pid for other in servers if other is not server for pid in other.roots]):
+        yield
+
+
+def idle_cpu(servers: Sequence[Server], seconds: float) -> dict[str, float]:
+    """Each server's CPU use while nobody sends it anything, in percent of one core, measured alone."""
+    use = {}
+    for server in servers:
+        with alone(server, servers):
+            pids = process_tree(server.roots)
+            before = cpu_seconds(pids)
+            time.sleep(seconds)
+            use[server.name] = 100.0 * (cpu_seconds(pids) - before) / seconds
+    return use
+
+
 # -- one model ---------------------------------------------------------------------------------------------------------
 def start_servers(
     names: Sequence[str],
@@ -492,11 +527,14 @@ def measure_model(
                     "max_diff_vs_ours": max_difference(pixels, reference),
                 }
             )
+        idle = idle_cpu(servers, args.idle_seconds)
+        for row in out["servers"]:
+            row["idle_cpu_percent"] = idle[row["server"]]
         ours = next((s for s in servers if s.name == OURS), None)
         if ours is not None:
-            out["first_shape"] = [
-                {"model": model, **row} for row in first_shape_rows(ours, payload, args.shape_repeats)
-            ]
+            with alone(ours, servers):
+                shapes = first_shape_rows(ours, payload, args.shape_repeats)
+            out["first_shape"] = [{"model": model, **row} for row in shapes]
         out["paired"] = run_paired(model, servers, args.paired, payload, filename)
         out["cells"] = run_rounds(model, servers, args, payload, filename)
     return out
@@ -512,8 +550,9 @@ def run_paired(model: str, servers: list[Server], turns: int, payload: bytes, fi
         for turn in range(turns):
             shift = turn % len(servers)
             for server in servers[shift:] + servers[:shift]:
-                started = time.perf_counter()
-                response = client.post(server.url, content=bodies[server.name][0], headers=bodies[server.name][1])
+                with alone(server, servers):
+                    started = time.perf_counter()
+                    response = client.post(server.url, content=bodies[server.name][0], headers=bodies[server.name][1])
                 ok = response.status_code == 200
                 latencies[server.name].append(time.perf_counter() - started if ok else math.nan)
                 stages = parse_server_timing(response.headers.get(TIMING_HEADER, ""))
@@ -549,7 +588,8 @@ def run_rounds(
         order = servers[shift:] + servers[:shift]
         for clients in args.clients:
             for server in order:
-                cell = run_cell(server, *bodies[server.name], clients, args.seconds)
+                with alone(server, servers):
+                    cell = run_cell(server, *bodies[server.name], clients, args.seconds)
                 cells.append({"model": model, "round": round_index, **cell})
                 logger.info("%s r%d c=%d %s: %.2f req/s", model, round_index, clients, server.name, cell["rps"])
     return cells
@@ -607,6 +647,7 @@ SERVER_COLUMNS = [
     common.Column("version", "version"),
     common.Column("warm_first_ms", "1st req ms", ".0f"),
     common.Column("warm_third_ms", "3rd req ms", ".0f"),
+    common.Column("idle_cpu_percent", "idle CPU %", ".1f"),
     common.Column("max_diff_vs_ours", "max |Δ| vs ours"),
 ]
 SUMMARY_COLUMNS = [

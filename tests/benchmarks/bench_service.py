@@ -14,9 +14,10 @@ Three parts:
 
     where model time is the same image through the same worker path (``ImagePlan`` pieces grouped by shape,
     ``Runner.run_items`` on the same TorchScript artifact in the same precision, ``--dtype``, with the same torch
-    threads, i.e. what the worker times as compute) measured in this process, one measurement after each request, so both see the same machine
-    load. The worker's own figures (Prometheus histograms) split the rest: queue wait, worker-side decode + tiling +
-    stitching + encode, and HTTP (upload parsing, header check, submit, response).
+    threads, i.e. what the worker times as compute) measured in this process, one measurement after each request,
+    so both see the same machine load. The worker's own figures (Prometheus histograms) split the rest: queue
+    wait, worker-side decode + tiling + stitching + encode, and HTTP (upload parsing, header check, submit,
+    response).
     ``sweep``: embedded backend, every ``--batch-sizes`` × ``--batch-waits-ms`` pair, every ``--concurrency``.
     ``backends``: embedded vs Redis with 1 and 2 workers at the default batching settings. The torch threads are
     split between workers (``--threads`` // workers each), so every backend gets the same CPU budget.
