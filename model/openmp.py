@@ -43,10 +43,6 @@ class ModelThread:
         """``function(*args)`` on the model thread, awaited without blocking the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
-    def call(self, function: Callable[..., T], *args: object) -> T:
-        """``function(*args)`` on the model thread, from synchronous code (blocks until it returns)."""
-        return self._executor.submit(function, *args).result()
-
     def close(self) -> None:
         """Let the thread end once its current call returns (the calls still queued are dropped)."""
         self._executor.shutdown(wait=False, cancel_futures=True)

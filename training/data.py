@@ -49,6 +49,7 @@ __all__ = [
     "SyntheticHaze",
     "UnpairedFolder",
     "fit_depth_scale",
+    "from_chw",
     "list_images",
     "load_depth",
     "load_rgb",
@@ -56,6 +57,7 @@ __all__ = [
     "scan_pairs",
     "scene_of",
     "synthesize",
+    "to_chw",
 ]
 
 logger = logging.getLogger(__name__)
@@ -202,8 +204,14 @@ def load_depth(path: str | Path) -> np.ndarray:
     return (arr.astype(np.float32) / scale)[..., None]
 
 
-def _to_tensor(arr: np.ndarray) -> torch.Tensor:
+def to_chw(arr: np.ndarray) -> torch.Tensor:
+    """An H×W×C array -> a contiguous C×H×W float32 tensor (a copy)."""
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float()
+
+
+def from_chw(tensor: torch.Tensor) -> np.ndarray:
+    """A C×H×W tensor (any device or dtype) -> an H×W×C float32 array."""
+    return tensor.detach().float().cpu().permute(1, 2, 0).numpy()
 
 
 def synthesize(
@@ -323,9 +331,9 @@ class PairedFolder(_Epoched):
             arrays = augment_pair(arrays, self.crop, self._rng(index))
         elif self.crop is not None:
             arrays = center_crop(arrays, self.crop)
-        item = {"hazy": _to_tensor(arrays[0]), "clear": _to_tensor(arrays[1]), "name": self.records[index].name}
+        item = {"hazy": to_chw(arrays[0]), "clear": to_chw(arrays[1]), "name": self.records[index].name}
         if len(arrays) == 3:
-            item["depth"] = _to_tensor(arrays[2])
+            item["depth"] = to_chw(arrays[2])
         return item
 
 
@@ -389,9 +397,9 @@ class SyntheticHaze(_Epoched):
         airlight = float(rng.uniform(*self.airlight_range))
         hazy = synthesize(clear, depth, beta, airlight, self.depth_scale)
         return {
-            "hazy": _to_tensor(hazy),
-            "clear": _to_tensor(clear),
-            "depth": _to_tensor(depth),
+            "hazy": to_chw(hazy),
+            "clear": to_chw(clear),
+            "depth": to_chw(depth),
             "name": f"{rec.scene}_syn_b{beta:.2f}_a{airlight:.2f}",
         }
 
@@ -459,7 +467,7 @@ class UnpairedFolder(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         path = self.paths[index]
-        return {"hazy": _to_tensor(resize_max_side(load_rgb(path), self.max_side)), "name": path.stem}
+        return {"hazy": to_chw(resize_max_side(load_rgb(path), self.max_side)), "name": path.stem}
 
 
 def resize_max_side(arr: np.ndarray, max_side: int | None) -> np.ndarray:

@@ -53,7 +53,7 @@ from PIL import Image
 from model.device import resolve_device
 from model.precision import TORCH_DTYPES, resolve_dtype, with_precision
 from service.codec import to_uint8, to_uint16
-from training.data import PairRecord, list_images, load_depth, load_rgb, resize_max_side, scan_pairs
+from training.data import PairRecord, list_images, load_depth, load_rgb, resize_max_side, scan_pairs, to_chw
 from training.metrics import depth_errors, fade, mean_finite_psnr, psnr, ssim, tone_shift
 
 __all__ = ["Sample", "evaluate"]
@@ -175,10 +175,6 @@ def _network_method(weights: Path | None, device: torch.device, dtype: str) -> t
     return method, str(path), family
 
 
-def _to_tensor(arr: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None].float().to(device)
-
-
 def _save_images(folder: Path, name: str, dehazed: torch.Tensor, depth: torch.Tensor) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     rgb = to_uint8(dehazed[0].permute(1, 2, 0).float().cpu().numpy())
@@ -294,7 +290,7 @@ def evaluate(
     t0 = time.monotonic()
     for i, load in enumerate(loaders):
         sample = load()
-        x = _to_tensor(sample.hazy, dev)
+        x = to_chw(sample.hazy)[None].to(dev)
         dehazed, depth = method(x)
         row = _score(sample, dehazed, None if method_name == "none" else depth)
         if sample.depth is not None and method_name in ("dcmpnet", "corun"):

@@ -26,6 +26,7 @@ __all__ = [
     "FinetuneLossConfig",
     "FinetuneOptimConfig",
     "PoolConfig",
+    "PriorName",
     "RealConfig",
     "StrongAugConfig",
     "SyntheticConfig",

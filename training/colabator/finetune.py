@@ -54,7 +54,7 @@ from training.colabator.strong_augment import strong_augment
 from training.colabator.tone_repair import repair_tones
 from training.colabator.trust import trust_grid, trust_map
 from training.config import resolve_path
-from training.data import HazeMix, PairedFolder, SyntheticHaze
+from training.data import HazeMix, PairedFolder, SyntheticHaze, from_chw, to_chw
 from training.devices import describe_hardware
 from training.loop import cosine_factor
 from training.metrics import tone_shift
@@ -72,14 +72,6 @@ def build_scorers(names: Sequence[str], max_pixels: int) -> list[Scorer]:
     """The scorers named in a config (``fade``, ``niqe``), each with the pixel budget."""
     known: dict[str, Callable[[int], Scorer]] = {"fade": FadeScorer, "niqe": NiqeScorer}
     return [known[name](max_pixels) for name in names]
-
-
-def _hwc(t: torch.Tensor) -> np.ndarray:
-    return t.detach().float().cpu().permute(1, 2, 0).numpy()
-
-
-def _chw(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float()
 
 
 class Finetuner:
@@ -243,15 +235,15 @@ class Finetuner:
         grid = trust_grid(label, self.trust_scorers, t.block, t.half, t.floor)
         depth = conf = None
         if self.student.needs_depth:
-            pd = pseudo_depth(_chw(photo.image)[None], _chw(label)[None])
+            pd = pseudo_depth(to_chw(photo.image)[None], to_chw(label)[None])
             depth, conf = pd.depth[0].half(), pd.confidence[0].half()
-        return PoolEntry(_chw(label).half(), scores, source, self.step, torch.from_numpy(grid), depth, conf)
+        return PoolEntry(to_chw(label).half(), scores, source, self.step, torch.from_numpy(grid), depth, conf)
 
     @torch.no_grad()
     def teacher_label(self, photo: RealPhoto) -> np.ndarray:
         """The EMA teacher's label of a whole working-size photo, H×W×3 in [0, 1]."""
-        out = self.teacher.infer(_chw(photo.image)[None].to(self.device))
-        return _hwc(out[0])
+        out = self.teacher.infer(to_chw(photo.image)[None].to(self.device))
+        return from_chw(out[0])
 
     # ----- batches -----
 
@@ -271,16 +263,16 @@ class Finetuner:
         if entry is None:  # only a first label with a NaN score is refused
             raise RuntimeError(f"no label for {photo.name}: its first candidate had an undefined (NaN) score")
         h, w = photo.image.shape[:2]
-        arrays = [photo.image, _hwc(entry.label), _hwc(trust_map(entry.trust, h, w))]
+        arrays = [photo.image, from_chw(entry.label), from_chw(trust_map(entry.trust, h, w))]
         if entry.depth is not None and entry.confidence is not None:
-            arrays += [_hwc(entry.depth), _hwc(entry.confidence)]
+            arrays += [from_chw(entry.depth), from_chw(entry.confidence)]
         crops = random_crop(arrays, self.cfg.real.crop, rng)
         if self.cfg.strong.flip:
             crops = random_flip(crops, rng)
-        item = {"strong": _chw(strong_augment(crops[0], rng, self.cfg.strong)), "label": _chw(crops[1])}
-        item["trust"] = _chw(crops[2])
+        item = {"strong": to_chw(strong_augment(crops[0], rng, self.cfg.strong)), "label": to_chw(crops[1])}
+        item["trust"] = to_chw(crops[2])
         if len(crops) == 5:
-            item["depth"], item["conf"] = _chw(crops[3]), _chw(crops[4])
+            item["depth"], item["conf"] = to_chw(crops[3]), to_chw(crops[4])
         return item
 
     def _real_batch(self, step: int) -> dict[str, torch.Tensor]:

@@ -10,14 +10,18 @@ and never cached.
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 import torch
 
 from model.physics import dcp_dehaze
+from training.colabator.config import PriorName
+from training.data import from_chw, to_chw
 
 __all__ = ["PRIORS", "prior_label"]
 
-PRIORS = ("dcp",)
+PRIORS: tuple[str, ...] = get_args(PriorName)
 """The priors ``pool.priors`` may name."""
 
 
@@ -29,7 +33,6 @@ def prior_label(image: np.ndarray, prior: str) -> np.ndarray:
     """
     if prior != "dcp":
         raise ValueError(f"unknown prior {prior!r}; known: {PRIORS}")
-    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))[None]
     with torch.no_grad():
-        out, _ = dcp_dehaze(x)
-    return out[0].permute(1, 2, 0).numpy().astype(np.float32)
+        out, _ = dcp_dehaze(to_chw(image)[None])
+    return from_chw(out[0])
