@@ -400,7 +400,8 @@ class DCMPNet(nn.Module):
     """Φ: hazy image in [0, 1] (and its depth) -> dehazed image in [0, 1] scale.
 
     Inputs are mapped to [-1, 1] inside, reflect-padded to a multiple of 4 and the output is cropped back;
-    the output is ``0.5·(x + head(x)) + 0.5``, not clamped. Inputs need at least ``4·window_size`` (and 32) px
+    the output is ``0.5·(x + head(x)) + 0.5`` (or DehazeFormer's ``K·x − B + x`` in place of ``x + head(x)``, see
+    ``PhiConfig.soft_reconstruction``), not clamped. Inputs need at least ``4·window_size`` (and 32) px
     per side (the reflect padding of the H/4 windows); :class:`model.pipeline.DehazePipeline` pads smaller ones.
 
     Args:
@@ -429,7 +430,7 @@ class DCMPNet(nn.Module):
         self.mfm1 = MFM(d[3])
         self.patch_split2 = PatchUnEmbed(2, d[4], d[3])
         self.mfm2 = MFM(d[4])
-        self.patch_unembed = PatchUnEmbed(1, 3, d[4], kernel_size=3)
+        self.patch_unembed = PatchUnEmbed(1, 4 if cfg.soft_reconstruction else 3, d[4], kernel_size=3)
         self.conv1 = _conv1x1(2 * d[0] + 1, d[0])
         self.conv2 = _conv1x1(2 * d[1], d[1])
         self.conv3 = _conv1x1(2 * d[2], d[2])
@@ -514,12 +515,20 @@ class DCMPNet(nn.Module):
         x_dn3 = self.legm3(self.conv3(cat_channels([x, d1])))
         fuse2, fuse3 = self.msaam(x_dn1, x_dn2, x_dn3)
 
-        # As released: the decoder starts from the patch_merge2 output; legm3 reaches it only through MSAAM.
-        x = self.patch_split1(self.conv_d1(cat_channels([fuse3, x])))
+        # As released, the decoder starts from the patch_merge2 output (legm3 reaches it only through MSAAM);
+        # the paper's text and DehazeFormer start it from legm3.
+        x = self.patch_split1(self.conv_d1(cat_channels([fuse3, x_dn3 if self.cfg.decoder_from_legm3 else x])))
         x = self.mfm1([x, self.skip2(x_dn2)]) + x
         x = self.legm4(self.conv4(cat_channels([x, d2])))
         x = self.patch_split2(self.conv_d2(cat_channels([fuse2, x])))
         x = self.mfm2([x, self.skip1(x_dn1)]) + x
         x = self.legm5(self.conv5(cat_channels([x, d3])))
-        out = (self.patch_unembed(x) + x1)[:, :, :h, :w]
+        out = self._reconstruct(self.patch_unembed(x), x1)[:, :, :h, :w]
         return out * 0.5 + 0.5, feats
+
+    def _reconstruct(self, head: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The output in [-1, 1] scale: ``x + head`` (DCMPNet) or ``K·x − B + x`` (DehazeFormer's soft head)."""
+        if not self.cfg.soft_reconstruction:
+            return head + x
+        k, b = head[:, :1], head[:, 1:]
+        return k * x - b + x

@@ -12,7 +12,11 @@ Variants:
         parameters). Φ computes the hazy image's depth with its own private depth net ``dpn``, as their code does.
     ``dcmpnet_small``: the default for training and serving on a CPU, about a tenth of the paper's cost for the
         whole inference pipeline (Ψ + Φ). Φ takes Ψ's depth of the hazy image, which is what the paper describes.
+    ``dcmpnet_t``: the default for serving. Φ's backbone is DehazeFormer-T's (Song et al., TIP 2023) with its
+        soft-reconstruction head and the decoder fed from the third LEGM, so a trained DehazeFormer-T loads into it
+        (:mod:`model.warm_start`); the U-Net pre-stage, MSAAM and depth DRDB are ``dcmpnet_small``'s sizes, and so is Ψ.
     ``dcmpnet_tiny``: a very small model for tests; every mechanism is kept.
+    ``dcmpnet_t_tiny``: ``dcmpnet_tiny`` with ``dcmpnet_t``'s head and decoder options, for tests of the warm start.
 """
 
 from __future__ import annotations
@@ -76,6 +80,10 @@ class PhiConfig:
         internal_depth_net: Layout of ``dpn``; used only when ``internal_depth`` is True.
         legacy_modules: Keep the authors' unused modules (``conv11``, ``conv22``, ``conv_fu``, ``ccc``) and the
             dead ``fuse_conv1`` head so their checkpoint loads with ``strict=True``. They are never computed.
+        soft_reconstruction: DehazeFormer's head: ``patch_unembed`` predicts 4 channels ``K, B`` and the output is
+            ``K·x − B + x``. False: the released DCMPNet head, 3 channels added to ``x``.
+        decoder_from_legm3: The decoder starts from the third LEGM's output (the paper's §3.2.2 and DehazeFormer).
+            False: from ``patch_merge2``'s output, ``legm3`` reaching the decoder only through MSAAM (as released).
     """
 
     embed_dims: tuple[int, ...] = (24, 48, 96, 48, 24)
@@ -91,6 +99,8 @@ class PhiConfig:
     internal_depth: bool = True
     internal_depth_net: PsiConfig = field(default_factory=PsiConfig)
     legacy_modules: bool = True
+    soft_reconstruction: bool = False
+    decoder_from_legm3: bool = False
 
     def __post_init__(self) -> None:
         per_stage = (self.embed_dims, self.mlp_ratios, self.depths, self.num_heads, self.attn_ratios)
@@ -148,6 +158,19 @@ def _dcmpnet_small() -> Variant:
     return _ours("dcmpnet_small", phi, PsiConfig(widths=(8, 16, 32, 48), growth=8))
 
 
+def _dcmpnet_t() -> Variant:
+    phi = PhiConfig(
+        depths=(4, 4, 4, 2, 2),
+        attn_ratios=(0.0, 1 / 2, 1.0, 0.0, 0.0),
+        unet_base=16,
+        fusion_hidden=32,
+        depth_growth=8,
+        soft_reconstruction=True,
+        decoder_from_legm3=True,
+    )
+    return _ours("dcmpnet_t", phi, _dcmpnet_small().psi)
+
+
 def _dcmpnet_tiny() -> Variant:
     phi = PhiConfig(
         embed_dims=(4, 8, 8, 8, 4),
@@ -164,13 +187,22 @@ def _dcmpnet_tiny() -> Variant:
     return _ours("dcmpnet_tiny", phi, PsiConfig(widths=(4, 4, 8, 8), growth=2, layers=3))
 
 
+def _dcmpnet_t_tiny() -> Variant:
+    tiny = _dcmpnet_tiny()
+    return replace(
+        tiny, name="dcmpnet_t_tiny", phi=replace(tiny.phi, soft_reconstruction=True, decoder_from_legm3=True)
+    )
+
+
 VARIANTS: dict[str, Callable[[], Variant]] = {
     "dcmpnet": _dcmpnet,
     "dcmpnet_small": _dcmpnet_small,
+    "dcmpnet_t": _dcmpnet_t,
     "dcmpnet_tiny": _dcmpnet_tiny,
+    "dcmpnet_t_tiny": _dcmpnet_t_tiny,
 }
 
-DEFAULT_VARIANT = "dcmpnet_small"
+DEFAULT_VARIANT = "dcmpnet_t"
 
 
 def get_variant(name: str) -> Variant:

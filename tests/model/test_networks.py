@@ -51,8 +51,8 @@ def paper() -> tuple[DCMPNet, DepthNet]:
 
 
 def test_registry_names_and_default() -> None:
-    assert set(VARIANTS) == {"dcmpnet", "dcmpnet_small", "dcmpnet_tiny"}
-    assert DEFAULT_VARIANT == "dcmpnet_small"
+    assert set(VARIANTS) == {"dcmpnet", "dcmpnet_small", "dcmpnet_t", "dcmpnet_tiny", "dcmpnet_t_tiny"}
+    assert DEFAULT_VARIANT == "dcmpnet_t"
     for name in VARIANTS:
         assert get_variant(name).name == name
 
@@ -65,7 +65,7 @@ def test_unknown_variant_lists_choices() -> None:
 def test_only_paper_variant_has_internal_depth_and_legacy_modules() -> None:
     paper = get_variant("dcmpnet")
     assert paper.phi.internal_depth and paper.phi.legacy_modules and paper.depth_convention == "disparity"
-    for name in ("dcmpnet_small", "dcmpnet_tiny"):
+    for name in ("dcmpnet_small", "dcmpnet_t", "dcmpnet_tiny", "dcmpnet_t_tiny"):
         phi = get_variant(name).phi
         assert not phi.internal_depth and not phi.legacy_modules
 
