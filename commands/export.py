@@ -84,19 +84,21 @@ def _untrained(args: argparse.Namespace) -> tuple[nn.Module, dict[str, str]]:
         pipeline = build_inference_pipeline(args.variant)
     except ValueError as error:
         raise CommandError(str(error)) from error
-    return pipeline, {"variant": args.variant, "weights_sha256": "untrained"}
+    from model.licence import PROJECT_LICENCE
+
+    return pipeline, {"variant": args.variant, "weights_sha256": "untrained", "licence": PROJECT_LICENCE}
 
 
 def _trained(args: argparse.Namespace) -> tuple[nn.Module, dict[str, str]]:
     """The pipeline of ``--weights`` (of the ``--variant`` when given) and what its artifact records."""
     from model.checkpoint import load_pipeline_from_weights
-    from model.export import file_sha256, weights_variant
+    from model.export import weights_info
 
     try:
-        actual = weights_variant(args.weights)
-        if args.variant and actual != args.variant:
-            raise CommandError(f"{args.weights} holds variant {actual}, not {args.variant}", status=1)
+        info = weights_info(args.weights)
+        if args.variant and info["variant"] != args.variant:
+            raise CommandError(f"{args.weights} holds variant {info['variant']}, not {args.variant}", status=1)
         pipeline = load_pipeline_from_weights(args.weights)
     except (FileNotFoundError, ValueError) as error:
         raise CommandError(str(error), status=1) from error
-    return pipeline, {"variant": actual or "unknown", "weights_sha256": file_sha256(args.weights)}
+    return pipeline, info

@@ -12,10 +12,11 @@ graph) fails the export instead of producing an artifact that is silently wrong 
 ``torch.jit.script`` is not used (the authors' layout has optional submodules), ``torch.compile`` was measured
 too slow to compile on a CPU for a dynamic-size server (DCMPNET.md §5.4).
 
-An artifact exported from a weights file carries ``dehaze_model.json`` (variant, SHA-256 of the weights, the
-precision it computes in) as a TorchScript extra file: the service reports the served model from it, and
-``ensure_artifact`` re-exports when the weights' content or the wanted precision changes (mtimes alone mislead
-after a copy, a checkout or a volume mount).
+An artifact exported from a weights file carries ``dehaze_model.json`` (variant, SHA-256 of the weights, their
+licence (``model.licence``), the precision it computes in) as a TorchScript extra file: the service reports the
+served model from it, and ``ensure_artifact`` re-exports when the weights' content or the wanted precision changes
+(mtimes alone mislead after a copy, a checkout or a volume mount), or when the record names its weights but not their
+licence (exported before licences were recorded).
 
 Precision: ``dtype="bfloat16"`` traces a :class:`model.precision.CastPipeline` (bfloat16 weights, float32 in and
 out), the CPU's reduced precision; its forward contract is the float32 one. An artifact that records no ``dtype``
@@ -38,6 +39,7 @@ from torch import nn
 
 from model.checkpoint import load_pipeline_from_weights, read_weights, variant_of, write_atomically
 from model.layout import channels_last_copy
+from model.licence import licence_of
 from model.precision import ARTIFACT_DTYPES, TORCH_DTYPES, CastPipeline
 
 __all__ = [
@@ -49,6 +51,8 @@ __all__ = [
     "export_pipeline",
     "file_sha256",
     "load_artifact",
+    "weights_info",
+    "weights_licence",
     "weights_variant",
 ]
 
@@ -93,7 +97,8 @@ def export_pipeline(
             module with the same forward contract.
         path: Destination file.
         example_hw: Size of the example input used for tracing (the artifact works at every size).
-        info: What the artifact was made from (``variant``, ``weights_sha256``), stored inside it with ``dtype``.
+        info: What the artifact was made from (``variant``, ``weights_sha256``, ``licence``: :func:`weights_info`),
+            stored inside it with ``dtype``.
         dtype: ``float32`` or ``bfloat16`` (the weights are cast; input and outputs stay float32).
 
     Returns:
@@ -138,7 +143,8 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> torch
 
 
 def artifact_info(path: str | Path) -> dict[str, str]:
-    """What an artifact was exported from (``variant``, ``weights_sha256``, ``dtype``); empty when it does not say.
+    """What an artifact was exported from (``variant``, ``weights_sha256``, ``licence``, ``dtype``); empty when it does
+    not say (an artifact exported before a key was recorded lacks it).
 
     Read straight from the archive (a zip holding ``<archive>/extra/dehaze_model.json``) without loading the model:
     no deserialised weights, and no torch work on the calling thread (``model.openmp`` says why that matters).
@@ -195,11 +201,12 @@ def check_export(
 
 
 def ensure_artifact(weights: str | Path, artifact: str | Path, dtype: str = "float32") -> Path:
-    """The ``dtype`` artifact for ``weights``, exported first if it is missing, was made from other weights or
-    computes in another precision.
+    """The ``dtype`` artifact for ``weights``, exported first if it is missing, was made from other weights, does
+    not record their licence or computes in another precision.
 
     An artifact that does not record its weights (exported without ``info``) is kept when it is newer than them and
-    of the right precision; a file there that is not an artifact at all is exported over.
+    of the right precision (it then serves an unknown licence); a file there that is not an artifact at all is
+    exported over.
 
     Raises:
         FileNotFoundError: The weights file does not exist.
@@ -208,16 +215,23 @@ def ensure_artifact(weights: str | Path, artifact: str | Path, dtype: str = "flo
     if not weights.is_file():
         raise FileNotFoundError(f"weights file not found: {weights}")
     digest = file_sha256(weights)
-    if artifact.is_file() and (recorded := _readable_info(artifact)) is not None:
-        made_from = recorded.get("weights_sha256")
-        same_weights = made_from == digest or (
-            made_from is None and artifact.stat().st_mtime >= weights.stat().st_mtime
-        )
-        if same_weights and recorded.get("dtype", "float32") == dtype:
-            return artifact
+    if artifact.is_file() and _made_for(artifact, weights, digest, dtype):
+        return artifact
     logger.info("exporting %s (%s) from %s", artifact, dtype, weights)
-    info = {"variant": weights_variant(weights) or "unknown", "weights_sha256": digest}
-    return export_pipeline(load_pipeline_from_weights(weights), artifact, info=info, dtype=dtype)
+    return export_pipeline(load_pipeline_from_weights(weights), artifact, info=weights_info(weights), dtype=dtype)
+
+
+def _made_for(artifact: Path, weights: Path, digest: str, dtype: str) -> bool:
+    """Whether an existing artifact is the ``dtype`` export of the weights whose SHA-256 is ``digest``."""
+    recorded = _readable_info(artifact)
+    if recorded is None:
+        return False
+    made_from = recorded.get("weights_sha256")
+    if made_from is None:  # exported without info: only its mtime can tell
+        same_weights = artifact.stat().st_mtime >= weights.stat().st_mtime
+    else:  # a record without the licence predates it: exported again so that the licence is served
+        same_weights = made_from == digest and "licence" in recorded
+    return same_weights and recorded.get("dtype", "float32") == dtype
 
 
 def _readable_info(artifact: Path) -> dict[str, str] | None:
@@ -237,3 +251,25 @@ def weights_variant(weights: str | Path) -> str | None:
         ValueError: The file holds something other than a dict.
     """
     return variant_of(read_weights(Path(weights), "cpu"))
+
+
+def weights_licence(weights: str | Path) -> str:
+    """SPDX id of a weights file's licence (:func:`model.licence.licence_of`).
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: The file holds something other than a dict.
+    """
+    return licence_of(read_weights(Path(weights), "cpu"))
+
+
+def weights_info(weights: str | Path) -> dict[str, str]:
+    """What an artifact exported from a weights file records about it: ``variant`` (``unknown`` when the file does
+    not say), ``weights_sha256`` and ``licence``; the file is read once.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: The file holds something other than a dict.
+    """
+    raw = read_weights(Path(weights), "cpu")
+    return {"variant": variant_of(raw) or "unknown", "weights_sha256": file_sha256(weights), "licence": licence_of(raw)}

@@ -101,10 +101,10 @@ class ServedModelObserver:
         """Forwarded."""
         self._inner.gpu_memory(stats)
 
-    def model_info(self, variant: str, version: str, device: str, dtype: str) -> None:
+    def model_info(self, variant: str, version: str, device: str, dtype: str, licence: str) -> None:
         """Kept on the services, then forwarded."""
-        self._services.note_model(variant, version)
-        self._inner.model_info(variant, version, device, dtype)
+        self._services.note_model(variant, version, licence)
+        self._inner.model_info(variant, version, device, dtype, licence)
 
     def cancelled_tiles(self, count: int) -> None:
         """Forwarded."""

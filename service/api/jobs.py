@@ -124,7 +124,7 @@ async def run_job(
         raise ApiError(status, result.error or "the job failed", {"Retry-After": "5"} if status == 503 else None)
     services = getattr(request.app.state, "services", None)
     if services is not None:
-        services.note_model(result.model.get("variant"), result.model.get("version"))
+        services.note_model(result.model.get("variant"), result.model.get("version"), result.model.get("licence"))
     return result
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydantic import BaseModel, Field
+
+from model.licence import UNKNOWN_LICENCE
 
 __all__ = [
     "DEPTH_DESCRIPTION",
@@ -41,6 +45,19 @@ class ModelInfo(BaseModel):
 
     name: str = Field(description="the model variant, e.g. dcmpnet_small or corun_small (its family is the prefix)")
     version: str = Field(description="the weights' version")
+    licence: str = Field(
+        description="SPDX id of the weights' licence, e.g. MIT or GPL-3.0 (unknown when the served artifact does "
+        "not record it)"
+    )
+
+    @classmethod
+    def of_result(cls, model: Mapping[str, str]) -> ModelInfo:
+        """The model a job result names (``JobResult.model``); a worker older than the licence field gives none."""
+        return cls(
+            name=model.get("variant", ""),
+            version=model.get("version", ""),
+            licence=model.get("licence") or UNKNOWN_LICENCE,
+        )
 
 
 class DehazeResponse(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from model.licence import UNKNOWN_LICENCE
 from service.config import Settings
 from service.density import DensityScorer
 from service.queue.base import JobQueue
@@ -26,9 +27,9 @@ class Services:
         compute_budget: the pixels of model work one request may cost (``Settings.compute_budget_on`` for the
             worker's device: the embedded worker's, else the configured device's, CUDA's for ``auto``; a Redis
             worker on another device applies its own budget as well).
-        model: ``name`` and ``version`` of the model this process last saw served: the embedded worker's once it
-            has loaded, and the model of every result since (an API on Redis learns it from its first answer;
-            None until then). The API never loads the model itself.
+        model: ``name``, ``version`` and ``licence`` of the model this process last saw served: the embedded
+            worker's once it has loaded, and the model of every result since (an API on Redis learns it from its
+            first answer; None until then). The API never loads the model itself.
     """
 
     settings: Settings
@@ -40,10 +41,13 @@ class Services:
     worker_error: str | None = field(default=None)
     model: dict[str, str] | None = None
 
-    def note_model(self, variant: str | None, version: str | None) -> None:
-        """Record the model of a result or of the loaded worker (ignored when it does not name a variant)."""
+    def note_model(self, variant: str | None, version: str | None, licence: str | None) -> None:
+        """Record the model of a result or of the loaded worker (ignored when it does not name a variant).
+
+        A result without a licence (from a worker older than the field) records it as unknown.
+        """
         if variant:
-            self.model = {"name": variant, "version": version or ""}
+            self.model = {"name": variant, "version": version or "", "licence": licence or UNKNOWN_LICENCE}
 
     @property
     def embedded(self) -> bool:

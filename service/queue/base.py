@@ -147,7 +147,7 @@ class JobResult:
         width: the output width (the input's width after EXIF orientation).
         height: the output height.
         timings_ms: ``queue_wait``, ``decode``, ``compute``, ``encode`` in milliseconds.
-        model: ``variant`` and ``version`` of the model that produced it.
+        model: ``variant``, ``version`` and ``licence`` (SPDX id) of the model that produced it.
         error_status: the HTTP status the API should answer with (422, 415, 500, ...).
         error: a human-readable message.
     """

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.licence import UNKNOWN_LICENCE
 from model.openmp import ModelThread
 from service import codec
 from service.config import Settings
@@ -384,6 +385,7 @@ async def run_worker(
             runner.info.get("version", "unknown"),
             runner.device.type,
             runner.dtype,
+            runner.info.get("licence", UNKNOWN_LICENCE),
         )
         worker = Worker(queue, settings, runner, observer, worker_id, model_thread=model_thread)
         await worker.run(stop or asyncio.Event(), ready)

@@ -25,8 +25,8 @@ class WorkerObserver(Protocol):
     def gpu_memory(self, stats: dict[str, int]) -> None:
         """CUDA memory figures after a batch."""
 
-    def model_info(self, variant: str, version: str, device: str, dtype: str) -> None:
-        """The served model, once it is loaded."""
+    def model_info(self, variant: str, version: str, device: str, dtype: str, licence: str) -> None:
+        """The served model, once it is loaded; ``licence`` is the SPDX id of its weights' licence."""
 
     def cancelled_tiles(self, count: int) -> None:
         """Tiles not computed because their job was cancelled or expired while it ran."""
@@ -44,7 +44,7 @@ class NullObserver:
     def gpu_memory(self, stats: dict[str, int]) -> None:
         """Ignore."""
 
-    def model_info(self, variant: str, version: str, device: str, dtype: str) -> None:
+    def model_info(self, variant: str, version: str, device: str, dtype: str, licence: str) -> None:
         """Ignore."""
 
     def cancelled_tiles(self, count: int) -> None:
@@ -71,8 +71,8 @@ class MetricsObserver:
         """dehaze_gpu_memory_bytes{kind}."""
         self._metrics.set_gpu_memory(stats["allocated"], stats["reserved"], stats["max_allocated"])
 
-    def model_info(self, variant: str, version: str, device: str, dtype: str) -> None:
-        """dehaze_model_info."""
+    def model_info(self, variant: str, version: str, device: str, dtype: str, licence: str) -> None:
+        """dehaze_model_info (its labels do not include the licence)."""
         self._metrics.set_model_info(variant, version, device, dtype)
 
     def cancelled_tiles(self, count: int) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from model.device import resolve_device
+from model.licence import UNKNOWN_LICENCE
 from model.precision import TORCH_DTYPES, artifact_dtype_for, resolve_dtype, with_precision
 from service.worker.batching import group_by_shape
 from service.worker.plan import ImagePlan
@@ -73,7 +74,7 @@ class Runner:
         device: ``auto``, ``cpu`` or ``cuda``.
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``, resolved for the device by
             ``model.precision.resolve_dtype`` (``auto``: bfloat16 on a CPU with native bfloat16, else float32).
-        info: ``variant`` and ``version`` of the model, copied into every result.
+        info: ``variant``, ``version`` and ``licence`` of the model, copied into every result.
     """
 
     def __init__(
@@ -93,8 +94,9 @@ class Runner:
         """Load the TorchScript artifact once (``model.export.load_artifact``) onto the resolved device.
 
         The model's name is the variant recorded in the artifact, its version the first 12 hex digits of the
-        SHA-256 of the weights it was exported from (of the artifact itself when it records neither). ``dtype``
-        None runs the artifact in the precision it records.
+        SHA-256 of the weights it was exported from (of the artifact itself when it records neither), its licence
+        the weights' licence the artifact records (``unknown`` when it records none). ``dtype`` None runs the
+        artifact in the precision it records.
 
         Raises:
             ValueError: the artifact computes in another precision than ``dtype`` resolves to on the device (on
@@ -114,7 +116,8 @@ class Runner:
         module = load_artifact(path, device=str(resolved))
         variant = made_from.get("variant") or Path(path).name.split(".")[0]
         version = (made_from.get("weights_sha256") or file_sha256(path))[:12]
-        return cls(module, device=str(resolved), dtype=wanted, info={"variant": variant, "version": version})
+        info = {"variant": variant, "version": version, "licence": made_from.get("licence") or UNKNOWN_LICENCE}
+        return cls(module, device=str(resolved), dtype=wanted, info=info)
 
     # -- forwards -------------------------------------------------------------------------------
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -97,6 +97,7 @@ def test_artifact_records_the_corun_variant(artifact: Path, weights: Path) -> No
     assert artifact_info(artifact) == {
         "variant": "corun_tiny",
         "weights_sha256": file_sha256(weights),
+        "licence": "MIT",
         "dtype": "float32",
     }
 

@@ -19,6 +19,7 @@ from model.export import (
     export_pipeline,
     file_sha256,
     load_artifact,
+    weights_licence,
 )
 from model.pipeline import DehazePipeline, build_pipeline
 
@@ -78,7 +79,7 @@ def test_ensure_artifact_exports_when_missing_or_made_from_other_weights(
     weights = save_checkpoint(tmp_path / "w.pt", tiny_pipeline.phi, tiny_pipeline.psi, "dcmpnet_tiny", {})
     artifact = tmp_path / "a.ts.pt"
     assert ensure_artifact(weights, artifact) == artifact and artifact.is_file()
-    info = {"variant": "dcmpnet_tiny", "weights_sha256": file_sha256(weights), "dtype": "float32"}
+    info = {"variant": "dcmpnet_tiny", "weights_sha256": file_sha256(weights), "licence": "MIT", "dtype": "float32"}
     assert artifact_info(artifact) == info
     first = artifact.stat().st_mtime_ns
     later = first / 1e9 + 10
@@ -93,6 +94,38 @@ def test_ensure_artifact_exports_when_missing_or_made_from_other_weights(
     assert artifact.stat().st_mtime_ns != first and artifact_info(artifact)["weights_sha256"] == file_sha256(weights)
     with pytest.raises(FileNotFoundError):
         ensure_artifact(tmp_path / "missing.pt", artifact)
+
+
+@pytest.mark.parametrize(("metadata", "licence"), [({"licence": "GPL-3.0"}, "GPL-3.0"), ({"step": 1}, "MIT")])
+def test_the_artifact_records_the_licence_of_its_weights(
+    tiny_pipeline: DehazePipeline, tmp_path: Path, metadata: dict[str, object], licence: str
+) -> None:
+    """The checkpoint's ``metadata["licence"]``, else the project's own licence (MIT)."""
+    weights = save_checkpoint(tmp_path / "w.pt", tiny_pipeline.phi, tiny_pipeline.psi, "dcmpnet_tiny", metadata)
+    assert weights_licence(weights) == licence
+    assert artifact_info(ensure_artifact(weights, tmp_path / "a.ts.pt"))["licence"] == licence
+    out = tmp_path / "cli.ts.pt"
+    assert run(_cli("--weights", str(weights), "--out", str(out))) == 0
+    assert artifact_info(out)["licence"] == licence
+
+
+def test_an_artifact_that_records_no_licence_is_exported_again(tiny_pipeline: DehazePipeline, tmp_path: Path) -> None:
+    """An artifact of these weights exported before licences were recorded would serve an unknown licence."""
+    metadata = {"licence": "GPL-3.0"}
+    weights = save_checkpoint(tmp_path / "w.pt", tiny_pipeline.phi, tiny_pipeline.psi, "dcmpnet_tiny", metadata)
+    old_record = {"variant": "dcmpnet_tiny", "weights_sha256": file_sha256(weights)}
+    artifact = export_pipeline(tiny_pipeline, tmp_path / "a.ts.pt", info=old_record)
+    ensure_artifact(weights, artifact)
+    assert artifact_info(artifact) == {**old_record, "licence": "GPL-3.0", "dtype": "float32"}
+    first = artifact.stat().st_mtime_ns
+    ensure_artifact(weights, artifact)  # it records the licence now: kept
+    assert artifact.stat().st_mtime_ns == first
+
+
+def test_cli_records_the_project_licence_for_untrained_weights(tmp_path: Path) -> None:
+    out = tmp_path / "untrained.ts.pt"
+    assert run(_cli("--random-init", "--variant", "dcmpnet_tiny", "--out", str(out))) == 0
+    assert artifact_info(out)["licence"] == "MIT"
 
 
 def test_a_bfloat16_artifact_computes_in_bfloat16_with_the_float32_contract(

@@ -84,6 +84,7 @@ def test_dehaze_json_has_all_three_outputs(server: str, query: str, headers: dic
     assert isinstance(body["fade_in"], float) and body["fade_in"] > 0
     assert isinstance(body["fade_out"], float) and body["fade_out"] > 0
     assert body["model"]["name"] == "dcmpnet_tiny"
+    assert body["model"]["licence"] == "MIT"  # the tiny checkpoint records no licence: the project's own
     assert body["timings"]["total"] > 0
 
 
@@ -209,6 +210,7 @@ def test_sixteen_concurrent_uploads_of_mixed_sizes_are_batched(server: str) -> N
 def test_health_readiness_and_metrics(server: str) -> None:
     health = httpx.get(f"{server}/healthz").json()
     assert health["status"] == "ok" and health["model"]["name"] == "dcmpnet_tiny"  # the model of the answers so far
+    assert health["model"]["licence"] == "MIT"
     ready = httpx.get(f"{server}/readyz").json()
     assert ready["ready"] is True and ready["workers_alive"] >= 1
     metrics = httpx.get(f"{server}/metrics")

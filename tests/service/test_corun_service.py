@@ -1,7 +1,8 @@
 """CORUN served end to end: ``DEHAZE_WEIGHTS`` naming a CORUN checkpoint, over real TCP (uvicorn), both topologies.
 
 Mirrors test_api_outputs.py for the second model family: one random-initialised ``corun_tiny`` checkpoint (saved in
-a temporary folder, exported once per module), one server per backend. The served outputs of an image larger than
+a temporary folder, exported once per module; it records the licence GPL-3.0, so that a licence other than the
+project's is seen served), one server per backend. The served outputs of an image larger than
 a tile are compared with the worker's own path run eagerly (``infer_image``): the depth of ``/dehaze`` JSON is the
 transmission-derived depth, stitched without seams. ``dehaze run`` with the same checkpoint closes the file.
 """
@@ -35,10 +36,11 @@ TILE, OVERLAP = 128, 16  # model_settings' tiling
 
 @pytest.fixture(scope="module")
 def corun_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(weights, artifact): a random ``corun_tiny`` checkpoint and its TorchScript export."""
+    """(weights, artifact): a random ``corun_tiny`` checkpoint under GPL-3.0 and its TorchScript export."""
     folder = tmp_path_factory.mktemp("corun_weights")
     torch.manual_seed(0)
-    weights = save_corun_checkpoint(folder / "corun_tiny.pt", create_corun("corun_tiny"), "corun_tiny", {})
+    net, metadata = create_corun("corun_tiny"), {"licence": "GPL-3.0"}
+    weights = save_corun_checkpoint(folder / "corun_tiny.pt", net, "corun_tiny", metadata)
     return weights, Path(ensure_artifact(weights, folder / "corun_tiny.ts.pt"))
 
 
@@ -73,7 +75,7 @@ def test_json_names_corun_and_its_depth_is_the_transmission_depth(server: str, c
     response = _post(server, "/dehaze?response=json", upload)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model"] == {"name": "corun_tiny", "version": file_sha256(weights)[:12]}
+    assert body["model"] == {"name": "corun_tiny", "version": file_sha256(weights)[:12], "licence": "GPL-3.0"}
     dehazed = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["image"]))), dtype=np.float32) / 255
     depth_png = Image.open(io.BytesIO(base64.b64decode(body["depth"])))
     assert depth_png.mode.startswith("I;16") and depth_png.size == (300, 170)
@@ -100,6 +102,7 @@ def test_health_and_metrics_name_the_served_model(server: str) -> None:
     assert _post(server, "/dehaze", image_bytes(40, 30)).status_code == 200  # an API on Redis learns it from this
     health = httpx.get(f"{server}/healthz").json()
     assert health["status"] == "ok" and health["model"]["name"] == "corun_tiny"
+    assert health["model"]["licence"] == "GPL-3.0"
     assert re.search(r'^dehaze_model_info\{[^}]*variant="corun_tiny"', httpx.get(f"{server}/metrics").text, re.M)
 
 

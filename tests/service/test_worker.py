@@ -287,6 +287,29 @@ def test_loading_warm_up_and_every_forward_run_on_one_thread_off_the_event_loop(
     assert model_thread != loop_thread
 
 
+def test_results_name_the_licence_the_artifact_records(tiny_model: tuple[Path, Path], tmp_path: Path) -> None:
+    """The weights' licence as the export recorded it, in every result; ``unknown`` for an artifact without one."""
+    from model.export import export_pipeline
+
+    runner = Runner.from_artifact(tiny_model[1], "cpu", "float32")
+    assert runner.info["licence"] == "MIT"  # the tiny checkpoint records none: the project's own
+
+    async def scenario() -> JobResult:
+        queue, ready, stop = MemoryQueue(max_length=8), asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(
+            run_worker(queue, settings(), ready=ready, stop=stop, runner=runner, observer=NullObserver())
+        )
+        await asyncio.wait_for(ready.wait(), 30)
+        (result,) = await results_of(queue, await submit_all(queue, [png(40, 30)]))
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        return result
+
+    assert asyncio.run(scenario()).model == runner.info
+    unrecorded = export_pipeline(TinyNet(), tmp_path / "unrecorded.ts.pt")
+    assert Runner.from_artifact(unrecorded, "cpu", "float32").info["licence"] == "unknown"
+
+
 def test_run_items_isolates_the_failing_item() -> None:
     runner = Runner(FailsOnRed(), "cpu")
     items = [np.full((16, 16, 3), 0.5, np.float32) for _ in range(5)]

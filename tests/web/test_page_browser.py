@@ -218,6 +218,7 @@ def test_upload_shows_every_output_and_downloads_decode(server: Server, session:
     assert math.isfinite(fade_in) and math.isfinite(fade_out)
     assert "lower means less haze" in page.inner_text("#fade-meaning")
     assert page.inner_text("#model").startswith("dcmpnet_tiny (version ")
+    assert page.inner_text("#model").endswith(", licence MIT)")
     assert "620 × 460 px" in page.inner_text("#size")
     assert "Network" in page.inner_text("#timings")
 

@@ -85,7 +85,7 @@ async def dehaze(
         fade_out=fade_out,
         width=result.width,
         height=result.height,
-        model=ModelInfo(name=result.model.get("variant", ""), version=result.model.get("version", "")),
+        model=ModelInfo.of_result(result.model),
         timings=timings,
     )
 

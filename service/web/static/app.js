@@ -499,7 +499,8 @@ async function showResult(data, file, roundTrip) {
   ui.fadeIn.textContent = formatFade(data.fade_in);
   ui.fadeOut.textContent = formatFade(data.fade_out);
   ui.fadeMeaning.textContent = fadeMeaning(data.fade_in, data.fade_out);
-  ui.model.textContent = `${data.model.name} (version ${data.model.version})`;
+  const licence = data.model.licence ? `, licence ${data.model.licence}` : ""; // absent from an older API
+  ui.model.textContent = `${data.model.name} (version ${data.model.version}${licence})`;
   ui.size.textContent = `${data.width} × ${data.height} px`;
   showTimings(data.timings || {}, roundTrip);
 
