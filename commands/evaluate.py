@@ -25,9 +25,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the packaged weights)")
     parser.add_argument(
         "--baseline",
-        choices=["dcp", "lkd", "none"],
+        choices=["dcp", "lkd", "dehazeformer", "none"],
         default=None,
-        help="evaluate the dark channel prior (dcp), the LKD-Net teacher (lkd) or the unprocessed input (none)",
+        help="evaluate the dark channel prior (dcp), the LKD-Net teacher (lkd), the DehazeFormer-T that dcmpnet_t "
+        "starts from (dehazeformer) or the unprocessed input (none)",
+    )
+    parser.add_argument(
+        "--dehazeformer",
+        type=Path,
+        default=None,
+        help="with --baseline dehazeformer: a DehazeFormer-T .pth (default: ../shared/pretrained/dehazeformer-t-its/)",
     )
     parser.add_argument(
         "--teacher",
@@ -68,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
             weights=args.weights,
             baseline=args.baseline,
             teacher=args.teacher,
+            **({"dehazeformer": args.dehazeformer} if args.dehazeformer is not None else {}),
             held_out_of=args.held_out_of,
             save_images=args.save_images,
             scenes=args.scenes,

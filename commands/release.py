@@ -18,6 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, type=Path, help="training checkpoint (best.pt or last.pt)")
     parser.add_argument("--out", required=True, type=Path, help="where to write the shippable weights")
     parser.add_argument(
+        "--phi-from-dehazeformer",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="ship Φ as the warm start from this DehazeFormer .pth, with the checkpoint's trained Ψ",
+    )
+    parser.add_argument(
         "--meta",
         action="append",
         default=[],
@@ -31,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from training.release import release
 
     try:
-        release(args.checkpoint, args.out, dict(_pair(m) for m in args.meta))
+        release(args.checkpoint, args.out, dict(_pair(m) for m in args.meta), args.phi_from_dehazeformer)
     except (ValueError, FileNotFoundError) as err:
         logger.error("release failed: %s", err)
         return 1

@@ -26,6 +26,7 @@ __all__ = [
     "RealPhotosConfig",
     "TrainConfig",
     "WallFittedRun",
+    "WarmStartConfig",
     "load_config",
     "resolve_path",
 ]
@@ -162,8 +163,14 @@ class OptimConfig(StrictModel):
 
     Attributes:
         lr_phi: Initial learning rate of Φ and its perceptron.
+        lr_backbone: Initial learning rate of Φ's DehazeFormer backbone (:data:`model.warm_start.BACKBONE_PREFIXES`)
+            when it differs from ``lr_phi``, e.g. lower for a warm-started backbone than for the new parts;
+            ``None``: ``lr_phi``. Both follow the same cosine curve.
         lr_psi: Initial learning rate of Ψ and its perceptron.
         lr_min: Final learning rate of the cosine schedule (reached at ``max_steps``).
+        warmup_steps: Linear learning-rate warm-up over the first steps (0: none). A warm-started Φ needs it: at
+            full rate from step 0, Adam's first updates moved the new parts off their pass-through start and cost
+            1 dB of validation PSNR in 100 steps.
         betas: Adam betas.
         weight_decay: Adam weight decay.
         grad_clip: Max gradient norm per optimiser step; 0 disables clipping.
@@ -172,8 +179,10 @@ class OptimConfig(StrictModel):
     """
 
     lr_phi: float = Field(default=1e-4, gt=0)
+    lr_backbone: float | None = Field(default=None, gt=0)
     lr_psi: float = Field(default=1e-4, gt=0)
     lr_min: float = Field(default=1e-6, ge=0)
+    warmup_steps: int = Field(default=0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(default=0.0, ge=0)
     grad_clip: float = Field(default=1.0, ge=0)
@@ -289,6 +298,23 @@ class DistillConfig(StrictModel):
         return self
 
 
+class WarmStartConfig(StrictModel):
+    """Trained weights to start from, loaded after ``init_from`` (a fresh schedule, not a resume).
+
+    Attributes:
+        dehazeformer: A DehazeFormer checkpoint loaded into Φ's backbone, the fusion convolutions set to pass it
+            through: Φ then computes that DehazeFormer exactly (:func:`model.warm_start.warm_start_phi`).
+        psi_from: A checkpoint of ours whose Ψ (same layout) starts Ψ, e.g. ``model/weights/dcmpnet_small.pt``.
+        licence: SPDX id of the DehazeFormer file's licence (``GPL-3.0`` for the shared DehazeFormer-T). Weights
+            trained from it are derived from it: every checkpoint of the run records it as ``licence``. Required,
+            so that no derived weights are labelled with the project's licence by omission.
+    """
+
+    dehazeformer: str
+    psi_from: str | None = None
+    licence: str = Field(min_length=1)
+
+
 class TrainConfig(WallFittedRun):
     """Everything a training run needs (the run-level keys are :class:`WallFittedRun`'s).
 
@@ -298,6 +324,11 @@ class TrainConfig(WallFittedRun):
             code: one backward on L_dehaze + L_depth without detach, both optimisers step).
         val_every: Validate and save every this many steps (and always at the end).
         init_from: Start Φ and Ψ from this checkpoint's weights (a fresh schedule; ``--resume`` is different).
+        warm_start: Start Φ's backbone from a trained DehazeFormer (:mod:`model.warm_start`); the variant must
+            have its settings (``dcmpnet_t``).
+        resume_state: A file (e.g. ``training/state/dcmpnet_t.pt``) that receives the run's compact resume state at
+            every validation (:mod:`training.resume_state`), and from which ``--resume`` restarts the run when the
+            run folder has no ``last.pt`` (a new machine).
         distill: Learn from a teacher on a mixture of sources; ``None``: the paper's data recipe.
     """
 
@@ -305,6 +336,8 @@ class TrainConfig(WallFittedRun):
     formulation: Literal["alternating", "joint"] = "alternating"
     val_every: int = Field(default=200, ge=1)
     init_from: str | None = None
+    warm_start: WarmStartConfig | None = None
+    resume_state: str | None = None
     data: DataConfig
     distill: DistillConfig | None = None
     optim: OptimConfig = OptimConfig()

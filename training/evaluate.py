@@ -9,6 +9,9 @@ that depth) or CORUN (whose depth is derived from its transmission map, ``model.
 (``model.physics.dcp_dehaze`` / ``dcp_depth``);
 ``--baseline lkd`` is the LKD-Net teacher (``--teacher``: a released weights name or file; default LKD-s ITS), whose
 depth is the physics pseudo-depth of its output (``training.pseudo_depth``: −ln t from the input and the output).
+``--baseline dehazeformer`` is a trained DehazeFormer (``--dehazeformer``: its ``.pth``; default the RESIDE-ITS
+DehazeFormer-T in ``../shared/pretrained``), run as the warm-started Φ of ``dcmpnet_t``, which computes it exactly
+(:mod:`model.warm_start`); its depth is the same pseudo-depth. It is the starting point of the ``dcmpnet_t`` weights.
 
 Every image also gets tone statistics of the output against the input (``training.metrics.tone_shift``: the share
 of pixels crushed to near-black, the shifts of mean R−G, B−G, luminance and of the darkest decile), because a lower
@@ -77,6 +80,9 @@ CSV_FIELDS = (
     "depth_delta1",
 )
 TEACHER_WEIGHTS = Path(__file__).resolve().parent / "teachers" / "weights"
+DEHAZEFORMER_T = (
+    Path(__file__).resolve().parents[2] / "shared" / "pretrained" / "dehazeformer-t-its" / "dehazeformer-t.pth"
+)
 
 
 class Sample:
@@ -149,6 +155,34 @@ def _teacher_method(teacher: str) -> tuple[Method, str]:
         return out.to(img.device), pseudo_depth(img.cpu(), out).depth.to(img.device)
 
     return method, str(path)
+
+
+def _dehazeformer_method(path: Path) -> tuple[Method, str]:
+    """A DehazeFormer-T checkpoint as a method: ``dcmpnet_t``'s Φ warm-started from it (exactly that network)."""
+    from model.dcmpnet import DCMPNet
+    from model.variants import get_variant
+    from model.warm_start import warm_start_phi
+    from training.pseudo_depth import pseudo_depth
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"DehazeFormer weights not found: {path}")
+    phi = DCMPNet(get_variant("dcmpnet_t").phi)
+    warm_start_phi(phi, path)
+    phi.eval()
+
+    def method(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = img.cpu()
+        pad = _shortfall_pad(x, phi.min_size)
+        out = phi(pad, torch.zeros_like(pad[:, :1]))[..., : x.shape[-2], : x.shape[-1]].clamp(0.0, 1.0)
+        return out.to(img.device), pseudo_depth(x, out).depth.to(img.device)
+
+    return method, str(path)
+
+
+def _shortfall_pad(x: torch.Tensor, minimum: int) -> torch.Tensor:
+    """Replicate-pads bottom/right up to ``minimum`` px a side (Φ's smallest input), as the pipeline does."""
+    h, w = x.shape[-2:]
+    return torch.nn.functional.pad(x, [0, max(minimum - w, 0), 0, max(minimum - h, 0)], mode="replicate")
 
 
 def _network_method(weights: Path | None, device: torch.device, dtype: str) -> tuple[Method, str, str]:
@@ -231,6 +265,7 @@ def evaluate(
     weights: Path | None = None,
     baseline: str | None = None,
     teacher: str = "lkd-s-its",
+    dehazeformer: Path = DEHAZEFORMER_T,
     held_out_of: Path | None = None,
     save_images: bool = False,
     scenes: Sequence[str] | None = None,
@@ -245,9 +280,11 @@ def evaluate(
         data: RESIDE-layout folder or flat folder of photos.
         out: Output folder (created).
         weights: Checkpoint for the network (default: ``model.checkpoint.DEFAULT_WEIGHTS``).
-        baseline: ``"dcp"`` for the dark channel prior, ``"lkd"`` for the LKD-Net teacher, ``"none"`` for the
+        baseline: ``"dcp"`` for the dark channel prior, ``"lkd"`` for the LKD-Net teacher, ``"dehazeformer"`` for
+            the DehazeFormer-T that ``dcmpnet_t`` starts from, ``"none"`` for the
             unprocessed input; then ``weights`` must be ``None``.
         teacher: With ``baseline="lkd"``: a released weights name (``lkd-s-its`` ...) or a ``.pth`` file.
+        dehazeformer: With ``baseline="dehazeformer"``: the DehazeFormer-T ``.pth``.
         held_out_of: Flat folders only: keep the photos this training config held out of training.
         save_images: Also write the outputs.
         scenes: RESIDE folders only: keep these scenes (``None``: all).
@@ -280,6 +317,9 @@ def evaluate(
     elif baseline == "lkd":
         method, weights_name = _teacher_method(teacher)
         method_name = "lkd"
+    elif baseline == "dehazeformer":
+        method, weights_name = _dehazeformer_method(dehazeformer)
+        method_name = "dehazeformer"
     else:
         method, weights_name, method_name = _network_method(weights, dev, dtype)
     keep = _held_out_names(held_out_of) if held_out_of is not None else None

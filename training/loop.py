@@ -49,8 +49,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def cosine_factor(step: int, total: int, lr0: float, lr_min: float) -> float:
-    """Multiplier of ``lr0`` giving a cosine decay from ``lr0`` to ``lr_min`` over ``total`` steps."""
+def cosine_factor(step: int, total: int, lr0: float, lr_min: float, warmup: int = 0) -> float:
+    """Multiplier of ``lr0`` giving a cosine decay from ``lr0`` to ``lr_min`` over ``total`` steps, after a linear
+    warm-up over the first ``warmup`` steps (from ``lr0 / warmup`` up to ``lr0``; 0: none)."""
+    if step < warmup:
+        return (step + 1) / warmup
     progress = min(step, total) / max(total, 1)
     return (lr_min + (lr0 - lr_min) * 0.5 * (1.0 + math.cos(math.pi * progress))) / lr0
 

@@ -28,13 +28,21 @@ logger = logging.getLogger(__name__)
 _PROVENANCE = ("step", "elapsed", "best_psnr", "config")
 
 
-def release(checkpoint: str | Path, out: str | Path, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def release(
+    checkpoint: str | Path,
+    out: str | Path,
+    meta: dict[str, Any] | None = None,
+    phi_from_dehazeformer: str | Path | None = None,
+) -> dict[str, Any]:
     """Writes the networks of ``checkpoint`` to ``out`` without the training state.
 
     Args:
         checkpoint: A checkpoint in our format (a training checkpoint or already released weights).
         out: Destination file (written atomically).
         meta: Extra metadata (plain values) merged over what the checkpoint records.
+        phi_from_dehazeformer: Replace Φ by the warm start from this DehazeFormer checkpoint (Φ then computes it
+            exactly, :mod:`model.warm_start`) and keep the checkpoint's trained Ψ: what ships when fine-tuning Φ
+            did not beat its starting point. Recorded as ``phi: warm start of <file>`` in the metadata.
 
     Returns:
         The metadata written.
@@ -47,6 +55,11 @@ def release(checkpoint: str | Path, out: str | Path, meta: dict[str, Any] | None
         return _release_corun(checkpoint, out, meta)
     ckpt = load_checkpoint(checkpoint)
     metadata = _provenance(ckpt.metadata, ckpt.raw, meta)
+    if phi_from_dehazeformer is not None:
+        from model.warm_start import warm_start_phi
+
+        warm_start_phi(ckpt.phi, phi_from_dehazeformer)
+        metadata["phi"] = f"warm start of {Path(phi_from_dehazeformer).name} (not fine-tuned)"
     save_checkpoint(out, ckpt.phi, ckpt.psi, ckpt.variant, metadata, depth_convention=ckpt.depth_convention)
     logger.info("released %s -> %s (variant %s, step %s)", checkpoint, out, ckpt.variant.name, metadata.get("step"))
     return metadata

@@ -89,9 +89,7 @@ class Trainer:
         self.opt_psi = torch.optim.Adam(
             [*self.psi.parameters(), *self.perc_d.parameters()], o.lr_psi, betas=o.betas, weight_decay=o.weight_decay
         )
-        self.opt_phi = torch.optim.Adam(
-            [*self.phi.parameters(), *self.perc_e.parameters()], o.lr_phi, betas=o.betas, weight_decay=o.weight_decay
-        )
+        self.opt_phi = torch.optim.Adam(self._phi_groups(), o.lr_phi, betas=o.betas, weight_decay=o.weight_decay)
         self.total_steps = cfg.max_steps  # the schedule's length; fit_steps_to_wall may re-fit it once
         self.steps_fitted = False
         self.sched_psi = self._scheduler(self.opt_psi, o.lr_psi)
@@ -115,9 +113,13 @@ class Trainer:
         )
         self._init_tag = "random-init"  # names the Ψ that made the cached prior depths (see training.sources)
         if resume:
+            self._restore_state_if_gone()
             self._init_tag = _saved_init_tag(self.run_dir / "last.pt", self._init_tag)
-        elif cfg.init_from is not None:
-            self._init_weights(resolve_path(cfg.init_from))
+        else:
+            if cfg.init_from is not None:
+                self._init_weights(resolve_path(cfg.init_from))
+            if cfg.warm_start is not None:
+                self._warm_start()
         self.train_set, self.val_set = self._datasets()
         self.step = 0
         self.best_psnr = -math.inf
@@ -126,9 +128,49 @@ class Trainer:
 
     # ----- construction helpers -----
 
+    def _phi_groups(self) -> list[dict]:
+        """Φ's parameter groups: the backbone at ``lr_backbone`` (when set); the rest and the perceptron at ``lr_phi``.
+
+        With one learning rate there is one group."""
+        from model.warm_start import backbone_parameter_names
+
+        o = self.cfg.optim
+        rest = [*self.perc_e.parameters()]
+        if o.lr_backbone is None:
+            return [{"params": [*self.phi.parameters(), *rest]}]
+        names = backbone_parameter_names(self.phi)
+        backbone = [p for n, p in self.phi.named_parameters() if n in names]
+        rest = [p for n, p in self.phi.named_parameters() if n not in names] + rest
+        return [{"params": backbone, "lr": o.lr_backbone}, {"params": rest}]
+
+    def _restore_state_if_gone(self) -> None:
+        """A resumed run whose folder has no ``last.pt`` (a new machine) starts from the config's resume state."""
+        from training.resume_state import unpack
+
+        state = self.cfg.resume_state
+        if state is not None and not (self.run_dir / "last.pt").exists() and resolve_path(state).is_file():
+            unpack(resolve_path(state), self.run_dir)
+
+    def _warm_start(self) -> None:
+        from model.checkpoint import load_checkpoint
+        from model.warm_start import warm_start_phi
+
+        ws = self.cfg.warm_start
+        assert ws is not None
+        path = resolve_path(ws.dehazeformer)
+        warm_start_phi(self.phi, path)
+        tag = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+        if ws.psi_from is not None:
+            psi_path = resolve_path(ws.psi_from)
+            self.psi.load_state_dict(load_checkpoint(psi_path).psi.state_dict())
+            tag += "-" + hashlib.sha1(psi_path.read_bytes()).hexdigest()[:12]
+            logger.info("Ψ initialised from %s", psi_path)
+        self._init_tag = tag
+
     def _scheduler(self, opt: torch.optim.Optimizer, lr0: float) -> torch.optim.lr_scheduler.LambdaLR:
         lr_min = self.cfg.optim.lr_min
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_factor(s, self.total_steps, lr0, lr_min))
+        warmup = self.cfg.optim.warmup_steps
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_factor(s, self.total_steps, lr0, lr_min, warmup))
 
     def fit_max_steps(self, max_steps: int) -> None:
         """Sets the run's length (and so the cosine schedule's) to ``max_steps``, once (``fit_steps_to_wall``)."""
@@ -249,6 +291,7 @@ class Trainer:
             "val_scenes": list(self.cfg.data.val_scenes),
             "test_scenes": list(self.cfg.data.test_scenes),
             "hardware": describe_hardware(self.device),
+            **self._warm_start_record(),
             **{k: v for k, v in metrics.items() if isinstance(v, int | float | str)},
         }
         # Ψ is trained on true depth (0 = near), whatever the variant's default convention for foreign weights.
@@ -261,6 +304,16 @@ class Trainer:
             extra=self._extra(),
             depth_convention="depth",
         )
+
+    def _warm_start_record(self) -> dict[str, str]:
+        """What the run started from and the licence its weights inherit (empty without a warm start)."""
+        ws = self.cfg.warm_start
+        if ws is None:
+            return {}
+        record = {"warm_start": Path(ws.dehazeformer).name, "licence": ws.licence}
+        if ws.psi_from is not None:
+            record["psi_from"] = Path(ws.psi_from).name
+        return record
 
     def _load(self, path: Path) -> None:
         from model.checkpoint import load_checkpoint
@@ -336,10 +389,17 @@ class Trainer:
 
     def _validate_and_save(self, running: RunningMeans) -> None:
         metrics = self.validate()
-        lrs = {"lr_phi": float(self.sched_phi.get_last_lr()[0]), "lr_psi": float(self.sched_psi.get_last_lr()[0])}
+        phi_lrs = self.sched_phi.get_last_lr()  # [backbone, rest] when the backbone has its own rate
+        lrs = {"lr_phi": float(phi_lrs[-1]), "lr_psi": float(self.sched_psi.get_last_lr()[0])}
+        if len(phi_lrs) > 1:
+            lrs["lr_backbone"] = float(phi_lrs[0])
         elapsed = self.elapsed_before + (time.monotonic() - self._t0)
         log_validation(self.run_dir, self.step, metrics, running, lrs, elapsed)
         self.best_psnr = save_validated(self._save, metrics, self.best_psnr)
+        if self.cfg.resume_state is not None:
+            from training.resume_state import pack
+
+            pack(self.run_dir / "last.pt", resolve_path(self.cfg.resume_state))
 
     def train(self) -> dict[str, float]:
         """Runs until ``max_steps`` or ``max_wall_seconds``; validates/saves every ``val_every`` and at the end.
