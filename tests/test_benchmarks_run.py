@@ -81,6 +81,41 @@ def test_bench_model(tiny_weights: Path, bench_data: Path, tmp_path: Path) -> No
     assert {t["met"] for t in document["targets"]} <= {True, False}
 
 
+def test_bench_variants(
+    tiny_weights: Path, bench_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from model.checkpoint import save_checkpoint
+    from model.pipeline import build_pipeline
+    from tests.benchmarks import bench_variants
+
+    second = tmp_path / "dcmpnet_t_tiny.pt"  # a second variant, as dcmpnet_t beside dcmpnet_small
+    pipeline = build_pipeline("dcmpnet_t_tiny").eval()
+    save_checkpoint(second, pipeline.phi, pipeline.psi, "dcmpnet_t_tiny", {"version": "test"})
+    args = ["--weights", str(tiny_weights), str(second), "--data", str(bench_data), "--sizes", "sots", "48x64"]
+    args += ["--images", "2", "--rounds", "1", "--scenes", "1400", "1401", "--dtypes", "fp32", "bf16"]
+    document = _run(bench_variants.main, tmp_path / "variants.json", *args)
+    rows = document["results"]["rows"]
+    assert document["config"]["variants"] == ["dcmpnet_tiny", "dcmpnet_t_tiny"]
+    assert {(r["variant"], r["dtype"]) for r in rows} == {
+        (variant, dtype) for variant in ("dcmpnet_tiny", "dcmpnet_t_tiny") for dtype in ("fp32", "bf16")
+    }
+    assert len(rows) == 8
+    for row in rows:
+        _positive(row, "images_per_s", "latency_ratio", "params", "gmac_per_image", "psnr_vs_gt_db")
+        if row["variant"] == "dcmpnet_tiny":  # the first file is the reference of its own dtype
+            assert row["latency_ratio"] == 1.0
+    assert [t["name"] for t in document["targets"]] == [
+        f"{size} dcmpnet_t_tiny[{dtype}] / dcmpnet_tiny latency"
+        for size in ("sots 96x72", "64x48")
+        for dtype in ("fp32", "bf16")
+    ]
+    assert {t["met"] for t in document["targets"]} <= {True, False}
+    assert all(t["op"] == "<=" and t["limit"] == 1.5 for t in document["targets"])
+    table = capsys.readouterr().out
+    assert "× dcmpnet_tiny latency" in table and "dcmpnet_t_tiny" in table
+    assert "target 64x48 dcmpnet_t_tiny[bf16] / dcmpnet_tiny latency" in table
+
+
 def test_bench_int8(tiny_weights: Path, bench_data: Path, tmp_path: Path) -> None:
     from tests.benchmarks import bench_int8
 
