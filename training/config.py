@@ -320,8 +320,9 @@ class TrainConfig(WallFittedRun):
 
     Attributes:
         variant: Model variant name (model.variants).
-        formulation: ``alternating`` (the paper, Eq. 10 then Eq. 12 each iteration) or ``joint`` (the released
-            code: one backward on L_dehaze + L_depth without detach, both optimisers step).
+        formulation: ``alternating`` (the paper, Eq. 10 then Eq. 12 each iteration), ``joint`` (the released
+            code: one backward on L_dehaze + L_depth without detach, both optimisers step) or ``depth_only`` (the
+            Ψ step alone, Φ frozen: the first stage after a warm start).
         val_every: Validate and save every this many steps (and always at the end).
         init_from: Start Φ and Ψ from this checkpoint's weights (a fresh schedule; ``--resume`` is different).
         warm_start: Start Φ's backbone from a trained DehazeFormer (:mod:`model.warm_start`); the variant must
@@ -333,7 +334,7 @@ class TrainConfig(WallFittedRun):
     """
 
     variant: str = "dcmpnet_small"
-    formulation: Literal["alternating", "joint"] = "alternating"
+    formulation: Literal["alternating", "joint", "depth_only"] = "alternating"
     val_every: int = Field(default=200, ge=1)
     init_from: str | None = None
     warm_start: WarmStartConfig | None = None

@@ -11,6 +11,8 @@ Per iteration, ``formulation: alternating`` (the paper):
    of ũ* and u. Φ's depth input is Ψ(ũ*) (no gradient); the ``dcmpnet`` variant (internal_depth) ignores it.
    Optimiser: Adam over Φ + its perceptron.
 
+``formulation: depth_only`` runs the Ψ step alone with Φ frozen (a first stage for a warm-started Φ).
+
 ``formulation: joint`` reproduces the released code's optimisation with the same loss terms: one forward without
 any detach (Φ takes Ψ(ũ*) with gradient), one backward on L_dehaze + L_depth, both optimisers step.
 
@@ -106,9 +108,13 @@ class DualTaskStep:
     internal_depth: bool = False
 
     def run(self, formulation: str, b: Batch) -> dict[str, float]:
-        """One iteration of ``formulation`` (``alternating`` or ``joint``) with every network in training mode."""
+        """One iteration of ``formulation`` (``alternating``, ``joint`` or ``depth_only``) with every network in
+        training mode (Φ in eval mode for ``depth_only``)."""
         for m in self.modules():
             m.train()
+        if formulation == "depth_only":
+            self.phi.eval()
+            return self.depth_only(b)
         return self.alternating(b) if formulation == "alternating" else self.joint(b)
 
     def modules(self) -> list[nn.Module]:
@@ -181,6 +187,24 @@ class DualTaskStep:
             self.psi.requires_grad_(True)
         self.scaler.update()
         return _floats(depth=l_depth, dehaze=l_dehaze, unet=l_unet, depth_consistency=l_dc)
+
+    def depth_only(self, b: Batch) -> dict[str, float]:
+        """The Ψ step of :meth:`alternating` alone, Φ frozen (no gradient, no update): a first stage for a
+        warm-started Φ, whose depth input is worth using only once Ψ's depth is good, and whose output a weak Ψ's
+        depth-consistency gradient would only disturb. ``dehaze`` reports Φ's plain L1 for the record."""
+        hazy, clear, depth, dw = b.hazy, b.clear, b.depth, b.depth_w
+        with autocast(self.amp, self.device):
+            m_hazy = self.psi(hazy)
+            with torch.no_grad():
+                out, _ = self._phi_forward(hazy, m_hazy.detach())
+            m_out_d = self.psi(out)
+            a_dr = self._coeff(self.perc_d, out - clear)
+            l_depth = depth_loss(m_out_d.float(), depth, a_dr, dw) + depth_loss(m_hazy.float(), depth, a_dr, dw)
+        self.opt_psi.zero_grad(set_to_none=True)
+        self._optimise(l_depth, [self.opt_psi], [self.psi, self.perc_d])
+        self.scaler.update()
+        zero = l_depth.new_zeros(())
+        return _floats(depth=l_depth, dehaze=(out.float() - clear).abs().mean(), unet=zero, depth_consistency=zero)
 
     def joint(self, b: Batch) -> dict[str, float]:
         hazy, clear, depth, dw = b.hazy, b.clear, b.depth, b.depth_w

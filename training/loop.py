@@ -150,13 +150,18 @@ def log_validation(
     logger.info("step %d: val PSNR %.3f SSIM %.4f", step, metrics["psnr"], metrics["ssim"])
 
 
-def save_validated(save: Callable[[str, dict[str, float]], None], metrics: dict[str, float], best_psnr: float) -> float:
-    """Saves ``best.pt`` when validation PSNR beats ``best_psnr``, then ``last.pt``; returns the best PSNR so far."""
-    if metrics["psnr"] > best_psnr:
-        best_psnr = metrics["psnr"]
+def save_validated(
+    save: Callable[[str, dict[str, float]], None], metrics: dict[str, float], best: float, key: str = "psnr"
+) -> float:
+    """Saves ``best.pt`` when validation ``metrics[key]`` (PSNR by default) beats ``best``, then ``last.pt``;
+    returns the best value so far. Without a value for ``key`` (e.g. no depth could be scored), the first
+    validation still writes a ``best.pt``."""
+    value = metrics.get(key, -math.inf)
+    if value > best or best == -math.inf:
+        best = value
         save("best.pt", metrics)
     save("last.pt", metrics)
-    return best_psnr
+    return best
 
 
 @dataclass(frozen=True)

@@ -357,7 +357,8 @@ class Trainer:
     def train_step(self, batch: dict) -> dict[str, float]:
         """One iteration of the configured formulation on a batch; returns the loss values."""
         losses = self.dual_task.run(self.cfg.formulation, Batch.of(batch, self.device))
-        self.sched_phi.step()
+        if self.cfg.formulation != "depth_only":  # Φ's optimiser never steps there
+            self.sched_phi.step()
         self.sched_psi.step()
         self.step += 1
         bad = [k for k, v in losses.items() if not math.isfinite(v)]
@@ -395,7 +396,9 @@ class Trainer:
             lrs["lr_backbone"] = float(phi_lrs[0])
         elapsed = self.elapsed_before + (time.monotonic() - self._t0)
         log_validation(self.run_dir, self.step, metrics, running, lrs, elapsed)
-        self.best_psnr = save_validated(self._save, metrics, self.best_psnr)
+        # A depth-only stage leaves Φ (and so PSNR) unchanged: its best checkpoint is Ψ's best depth.
+        key = "depth_delta1" if self.cfg.formulation == "depth_only" else "psnr"
+        self.best_psnr = save_validated(self._save, metrics, self.best_psnr, key)
         if self.cfg.resume_state is not None:
             from training.resume_state import pack
 

@@ -112,3 +112,30 @@ def test_warm_start_needs_a_licence(tmp_path: Path, sots_small: Path, dehazeform
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ValueError, match="licence"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_the_warm_up_rises_linearly_then_the_cosine_takes_over() -> None:
+    from training.loop import cosine_factor
+
+    factors = [cosine_factor(s, 10, 1e-3, 1e-5, warmup=4) for s in range(11)]
+    assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert factors[4] == pytest.approx(cosine_factor(4, 10, 1e-3, 1e-5))  # no shift of the cosine
+    assert factors[10] == pytest.approx(1e-2) and all(a >= b for a, b in zip(factors[3:], factors[4:], strict=False))
+
+
+def test_the_depth_only_stage_trains_psi_and_leaves_phi_exactly_as_warm_started(
+    tmp_path: Path, sots_small: Path, dehazeformer_file: Path
+) -> None:
+    cfg = load_config(_config(tmp_path, sots_small, dehazeformer_file, formulation="depth_only", max_steps=4))
+    trainer = Trainer(cfg.model_copy(update={"data": cfg.data.model_copy(update={"val_crop": None})}))
+    with torch.no_grad():  # a random tiny Ψ predicts negative depth, which cannot be scored: lift it
+        trainer.psi.final_conv.bias.fill_(2.0)
+    phi0 = {k: v.clone() for k, v in trainer.phi.state_dict().items()}
+    psi0 = {k: v.clone() for k, v in trainer.psi.state_dict().items()}
+    losses = trainer.train()
+    assert losses["unet"] == 0.0 and losses["depth_consistency"] == 0.0 and losses["depth"] > 0
+    assert all(torch.equal(phi0[k], v) for k, v in trainer.phi.state_dict().items())
+    assert any(not torch.equal(psi0[k], v) for k, v in trainer.psi.state_dict().items() if v.is_floating_point())
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    best = load_checkpoint(tmp_path / "run" / "best.pt").metadata
+    assert best["depth_delta1"] == max(r["depth_delta1"] for r in log)  # chosen by depth, not by (constant) PSNR
