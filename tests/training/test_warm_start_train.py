@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -120,7 +121,7 @@ def test_the_warm_up_rises_linearly_then_the_cosine_takes_over() -> None:
     factors = [cosine_factor(s, 10, 1e-3, 1e-5, warmup=4) for s in range(11)]
     assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert factors[4] == pytest.approx(cosine_factor(4, 10, 1e-3, 1e-5))  # no shift of the cosine
-    assert factors[10] == pytest.approx(1e-2) and all(a >= b for a, b in zip(factors[3:], factors[4:], strict=False))
+    assert factors[10] == pytest.approx(1e-2) and all(a >= b for a, b in itertools.pairwise(factors[3:]))
 
 
 def test_the_depth_only_stage_trains_psi_and_leaves_phi_exactly_as_warm_started(
