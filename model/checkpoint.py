@@ -56,7 +56,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FORMAT = "dehaze-checkpoint/1"
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "dcmpnet_small.pt"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "dcmpnet_t.pt"
 
 # Φ key prefix in the authors' checkpoint -> ours. Applied to the start of a key only; a bijection.
 OFFICIAL_RENAMES: dict[str, str] = {
@@ -266,6 +266,8 @@ def variant_of(raw: Mapping[str, Any]) -> str | None:
 def load_pipeline_from_weights(path: str | Path = DEFAULT_WEIGHTS) -> InferencePipeline:
     """The inference pipeline (eval mode) of any weights file we know, whatever its model family.
 
+    Inputs that a DCMPNet Φ weighs by zero are not computed (:meth:`model.dcmpnet.DCMPNet.prune_unused_inputs`).
+
     Our checkpoint of a DCMPNet or (``"family": "corun"``) a CORUN variant, the authors' DCMPNet ``.pth`` or their
     ``CORUN.pth``. Both pipelines have the same contract, so callers need not know which they got.
 
@@ -285,6 +287,9 @@ def load_pipeline_from_weights(path: str | Path = DEFAULT_WEIGHTS) -> InferenceP
     if holds_corun(raw):
         return pipeline_from_raw(raw, path)[0]
     if raw.get("format") == FORMAT:
-        return load_checkpoint(path).pipeline()
+        pipeline = load_checkpoint(path).pipeline()
+        if pruned := pipeline.phi.prune_unused_inputs():
+            logger.info("%s: Φ weighs its %s input(s) by zero; not computed", path.name, ", ".join(sorted(pruned)))
+        return pipeline
     phi, psi = _official_networks(raw, path)
     return DehazePipeline(phi, psi, depth_is_disparity=True).eval()

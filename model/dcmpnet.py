@@ -17,6 +17,8 @@ Deliberate differences from the released code, none of which changes an output:
     * Instance norm is written out (mean/var over H, W) instead of ``nn.InstanceNorm2d(24)`` applied to 48/96
       channels, which only warned in their code and emits tracer warnings.
     * ``fuse_conv1``'s output was computed and discarded; it is not computed here (its parameters are kept).
+    * Served weights whose fusions weigh an added input (U-Net, depth, MSAAM) by exactly zero skip computing it
+      (:meth:`DCMPNet.prune_unused_inputs`); the output is the same.
     * MSAAM's layers live in ``self.msaam``; the authors' keys are ``ca.*`` / ``fuse_conv*.*`` at the top level.
       :mod:`model.checkpoint` maps the names (``OFFICIAL_RENAMES``).
 """
@@ -444,12 +446,63 @@ class DCMPNet(nn.Module):
         self.conv_d1 = _conv1x1(2 * d[2], d[2])
         self.conv_d2 = _conv1x1(2 * d[3], d[3])
         self.drdb = DRDB(1, cfg.depth_growth, cfg.depth_layers)
+        self.pruned: frozenset[str] = frozenset()  # added inputs left uncomputed (see prune_unused_inputs)
         self.dpn: DepthNet | None = DepthNet(cfg.internal_depth_net) if cfg.internal_depth else None
         if cfg.legacy_modules:  # created but never called by the authors; kept for a strict checkpoint load
             self.conv11 = nn.Conv2d(1, 1, 3, stride=2, padding=1)
             self.conv22 = nn.Conv2d(1, 1, 3, stride=4, padding=1)
             self.conv_fu = _conv1x1(d[0] + 1, d[0])
             self.ccc = nn.Conv2d(4, 3, 3, padding=1)
+
+    def _added_slices(self) -> dict[str, list[tuple[nn.Conv2d, slice]]]:
+        """Each added input and the fusion-weight slices that read it (the order of each concatenation below)."""
+        d = self.cfg.embed_dims
+        return {
+            "unet": [
+                (self.conv1, slice(d[0], 2 * d[0])),
+                (self.conv2, slice(d[1], 2 * d[1])),
+                (self.conv3, slice(d[2], 2 * d[2])),
+                (self.conv4, slice(d[3], 2 * d[3])),
+                (self.conv5, slice(d[4], 2 * d[4])),
+            ],
+            "depth": [(self.conv1, slice(2 * d[0], 2 * d[0] + 1))],
+            "msaam": [(self.conv_d1, slice(0, d[2])), (self.conv_d2, slice(0, d[3]))],
+        }
+
+    @torch.no_grad()
+    def prune_unused_inputs(self) -> frozenset[str]:
+        """Stops computing the added inputs (``unet``, ``depth``, ``msaam``) that every fusion weighs by exactly zero.
+
+        A Φ warm-started from a DehazeFormer (:mod:`model.warm_start`) whose fusions still pass the backbone through
+        ignores its U-Net, depth DRDB and MSAAM, which are 40 % of its MACs; pruned, the same output (bit for bit up
+        to float summation order) costs that much less. For inference only (the loaders of served weights call it):
+        a pruned input gets no gradient, so training would never start using it. The decision is read once, here,
+        so that a trace records the pruned graph without data-dependent branches.
+
+        Returns:
+            The pruned inputs (also kept in :attr:`pruned`).
+        """
+        self.pruned = frozenset(
+            name
+            for name, uses in self._added_slices().items()
+            if all(not conv.weight[:, part].any() for conv, part in uses)
+        )
+        return self.pruned
+
+    @staticmethod
+    def _fuse(conv: nn.Conv2d, parts: list[torch.Tensor | int]) -> torch.Tensor:
+        """A 1×1 fusion over the concatenation of ``parts``; an int part is a pruned input of that many channels,
+        whose weights are zero, so it is left out of the concatenation and of the weight."""
+        if all(isinstance(p, torch.Tensor) for p in parts):
+            return conv(cat_channels(cast(list[torch.Tensor], parts)))
+        tensors, columns, start = [], [], 0
+        for part in parts:
+            width = part if isinstance(part, int) else part.shape[1]
+            if isinstance(part, torch.Tensor):
+                tensors.append(part)
+                columns.append(conv.weight[:, start : start + width])
+            start += width
+        return conv._conv_forward(cat_channels(tensors), torch.cat(columns, dim=1), conv.bias)
 
     @property
     def min_size(self) -> int:
@@ -504,25 +557,26 @@ class DCMPNet(nn.Module):
         """Like :meth:`forward`, also returning the U-Net features of the hazy image (see :meth:`unet_features`)."""
         self._check(hazy01, depth)
         h, w = hazy01.shape[-2:]
+        dims = self.cfg.embed_dims
         x1 = pad_to_multiple(hazy01 * 2.0 - 1.0)
-        feats = self._unet(x1)
-        d1, d2, d3 = feats
-        dep = self.drdb(self._hazy_depth(x1, depth))
+        feats = [] if "unet" in self.pruned else self._unet(x1)
+        d1, d2, d3 = feats if feats else (dims[2], dims[1], dims[0])  # widths stand for pruned inputs
+        dep = 1 if "depth" in self.pruned else self.drdb(self._hazy_depth(x1, depth))
 
-        x_dn1 = self.legm1(self.conv1(cat_channels([self.patch_embed(x1), d3, dep])))
-        x_dn2 = self.legm2(self.conv2(cat_channels([self.patch_merge1(x_dn1), d2])))
+        x_dn1 = self.legm1(self._fuse(self.conv1, [self.patch_embed(x1), d3, dep]))
+        x_dn2 = self.legm2(self._fuse(self.conv2, [self.patch_merge1(x_dn1), d2]))
         x = self.patch_merge2(x_dn2)
-        x_dn3 = self.legm3(self.conv3(cat_channels([x, d1])))
-        fuse2, fuse3 = self.msaam(x_dn1, x_dn2, x_dn3)
+        x_dn3 = self.legm3(self._fuse(self.conv3, [x, d1]))
+        fuse2, fuse3 = (dims[3], dims[2]) if "msaam" in self.pruned else self.msaam(x_dn1, x_dn2, x_dn3)
 
         # As released, the decoder starts from the patch_merge2 output (legm3 reaches it only through MSAAM);
         # the paper's text and DehazeFormer start it from legm3.
-        x = self.patch_split1(self.conv_d1(cat_channels([fuse3, x_dn3 if self.cfg.decoder_from_legm3 else x])))
+        x = self.patch_split1(self._fuse(self.conv_d1, [fuse3, x_dn3 if self.cfg.decoder_from_legm3 else x]))
         x = self.mfm1([x, self.skip2(x_dn2)]) + x
-        x = self.legm4(self.conv4(cat_channels([x, d2])))
-        x = self.patch_split2(self.conv_d2(cat_channels([fuse2, x])))
+        x = self.legm4(self._fuse(self.conv4, [x, d2]))
+        x = self.patch_split2(self._fuse(self.conv_d2, [fuse2, x]))
         x = self.mfm2([x, self.skip1(x_dn1)]) + x
-        x = self.legm5(self.conv5(cat_channels([x, d3])))
+        x = self.legm5(self._fuse(self.conv5, [x, d3]))
         out = self._reconstruct(self.patch_unembed(x), x1)[:, :, :h, :w]
         return out * 0.5 + 0.5, feats
 

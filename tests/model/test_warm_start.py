@@ -129,3 +129,41 @@ def test_the_authors_dcmpnet_layout_is_unchanged() -> None:
     cfg = get_variant("dcmpnet").phi
     assert not cfg.soft_reconstruction and not cfg.decoder_from_legm3
     assert DCMPNet(cfg).patch_unembed.proj[0].out_channels == 3
+
+
+def test_inputs_weighed_by_zero_are_pruned_with_the_same_output(tmp_path: Path) -> None:
+    from model.checkpoint import load_pipeline_from_weights, save_checkpoint
+    from model.depthnet import DepthNet
+
+    variant = get_variant("dcmpnet_t_tiny")
+    phi = DCMPNet(variant.phi)
+    scramble_added_parts(phi, seed=5)
+    warm_start_phi(phi, as_dehazeformer_file(DCMPNet(variant.phi), tmp_path / "d.pth"))
+    path = save_checkpoint(tmp_path / "w.pt", phi, DepthNet(variant.psi), variant, {}, depth_convention="depth")
+    served = load_pipeline_from_weights(path)
+    assert served.phi.pruned == {"unet", "depth", "msaam"}
+    x = torch.rand(2, 3, 37, 45)
+    full = phi.eval()
+    with torch.no_grad():
+        assert torch.equal(served.phi(x, torch.rand(2, 1, 37, 45)), full(x, torch.rand(2, 1, 37, 45)))
+        traced = torch.jit.trace(served, x, check_trace=False)
+        assert torch.equal(traced(x)[0], served(x)[0])
+    assert "Unet1" not in traced.phi.code and "msaam" not in traced.phi.code and "drdb" not in traced.phi.code
+
+
+def test_an_input_in_use_is_never_pruned() -> None:
+    phi = DCMPNet(get_variant("dcmpnet_t_tiny").phi)
+    assert phi.pruned == frozenset()  # training computes everything
+    from model.warm_start import pass_through_fusions
+
+    pass_through_fusions(phi)
+    with torch.no_grad():
+        phi.conv_d2.weight[0, 0] = 1e-3  # MSAAM reaches the decoder again
+        phi.conv1.weight[0, -1] = 1e-3  # and so does the depth
+    assert phi.prune_unused_inputs() == {"unet"}
+    x = torch.rand(1, 3, 40, 40)
+    d = torch.rand(1, 1, 40, 40)
+    with torch.no_grad():
+        pruned = phi(x, d)
+        phi.pruned = frozenset()
+        assert torch.allclose(pruned, phi(x, d), atol=1e-6)
