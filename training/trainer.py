@@ -125,6 +125,8 @@ class Trainer:
         self.best_psnr = -math.inf
         self.elapsed_before = 0.0
         prepare_run_dir(self.run_dir, lambda: self.cfg.to_yaml(), resume, self._load)
+        if cfg.formulation == "depth_only":  # Φ is frozen: what it weighs by zero need not be computed
+            self.phi.prune_unused_inputs()
 
     # ----- construction helpers -----
 
