@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             weights=args.weights,
             baseline=args.baseline,
             teacher=args.teacher,
-            **({"dehazeformer": args.dehazeformer} if args.dehazeformer is not None else {}),
+            **({"dehazeformer": args.dehazeformer} if getattr(args, "dehazeformer", None) is not None else {}),
             held_out_of=args.held_out_of,
             save_images=args.save_images,
             scenes=args.scenes,

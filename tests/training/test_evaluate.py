@@ -158,3 +158,19 @@ def test_no_reference_quality_is_reported_where_the_image_allows(tmp_path: Path)
     assert rows["small"]["niqe_in"] == ""  # under 192 px a side: no NIQE
     dcp = evaluate(photos, tmp_path / "dcp", baseline="dcp", device="cpu")
     assert dcp["niqe_out"] is not None and np.isfinite(dcp["niqe_out"])
+
+
+def test_dehazeformer_baseline_is_the_warm_start_and_beats_dcp(tmp_path: Path, sots_small: Path) -> None:
+    from commands.cli import main as dehaze
+    from training.evaluate import DEHAZEFORMER_T
+
+    if not DEHAZEFORMER_T.is_file():
+        pytest.skip(f"shared DehazeFormer-T weights not found at {DEHAZEFORMER_T}")
+    dcp = evaluate(sots_small, tmp_path / "dcp", baseline="dcp", limit=2, device="cpu")
+    assert dehaze(["evaluate", "--data", str(sots_small), "--baseline", "dehazeformer", "--limit", "2",
+                   "--out", str(tmp_path / "df")]) == 0  # fmt: skip
+    df = json.loads((tmp_path / "df" / "metrics.json").read_text())
+    assert df["method"] == "dehazeformer" and df["weights"] == str(DEHAZEFORMER_T)
+    assert df["psnr"] > dcp["psnr"] + 3 and df["depth_absrel"] is not None
+    with pytest.raises(FileNotFoundError, match="DehazeFormer weights not found"):
+        evaluate(sots_small, tmp_path / "x", baseline="dehazeformer", dehazeformer=tmp_path / "none.pth")
