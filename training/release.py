@@ -14,6 +14,7 @@ network (the EMA weights when the run kept an average) in our CORUN format, load
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +69,16 @@ def release(
 def _provenance(metadata: dict[str, Any], raw: dict[str, Any], meta: dict[str, Any] | None) -> dict[str, Any]:
     """The checkpoint's metadata, the run's provenance from ``extra`` and the caller's ``meta``, in that priority."""
     extra = raw.get("extra") or {}
-    out = {**metadata, **{k: extra[k] for k in _PROVENANCE if k in extra}, **(meta or {})}
+    kept = {k: extra[k] for k in _PROVENANCE if k in extra and not _non_finite(extra[k])}
+    out = {**metadata, **kept, **(meta or {})}
     if "elapsed" in out:
         out["train_wall_seconds"] = round(float(out.pop("elapsed")), 1)
     return out
+
+
+def _non_finite(value: Any) -> bool:
+    """A float that is inf or nan (e.g. ``best_psnr`` saved before the first best): not a fact worth shipping."""
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def _release_corun(checkpoint: str | Path, out: str | Path, meta: dict[str, Any] | None) -> dict[str, Any]:
