@@ -40,9 +40,9 @@ COPY commands ./commands
 RUN pip install --no-deps --no-build-isolation -e . \
     && groupadd --gid 10001 dehaze && useradd --create-home --uid 10001 --gid 10001 dehaze \
     && mkdir -p /opt/dehaze \
-    && dehaze export --weights model/weights/dcmpnet_small.pt --out /opt/dehaze/dcmpnet_small.ts.pt \
-    && dehaze export --weights model/weights/dcmpnet_small.pt --dtype bfloat16 \
-        --out /opt/dehaze/dcmpnet_small.bfloat16.ts.pt \
+    && dehaze export --weights model/weights/dcmpnet_t.pt --out /opt/dehaze/dcmpnet_t.ts.pt \
+    && dehaze export --weights model/weights/dcmpnet_t.pt --dtype bfloat16 \
+        --out /opt/dehaze/dcmpnet_t.bfloat16.ts.pt \
     && chown -R dehaze:dehaze /opt/dehaze
 
 # Listen on every interface inside the container; the shipped weights and the artifacts exported above (float32, and
@@ -50,8 +50,8 @@ RUN pip install --no-deps --no-build-isolation -e . \
 ENV DEHAZE_HOST=0.0.0.0 \
     DEHAZE_PORT=8000 \
     DEHAZE_WORKER_METRICS_PORT=9100 \
-    DEHAZE_WEIGHTS=/app/model/weights/dcmpnet_small.pt \
-    DEHAZE_ARTIFACT=/opt/dehaze/dcmpnet_small.ts.pt
+    DEHAZE_WEIGHTS=/app/model/weights/dcmpnet_t.pt \
+    DEHAZE_ARTIFACT=/opt/dehaze/dcmpnet_t.ts.pt
 
 USER 10001:10001
 

@@ -131,7 +131,7 @@ def test_load_pipeline_from_our_weights(tmp_path: Path) -> None:
 def test_missing_weights_raise_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         load_pipeline_from_weights(tmp_path / "dcmpnet_small.pt")
-    assert DEFAULT_WEIGHTS.name == "dcmpnet_small.pt" and DEFAULT_WEIGHTS.parent.name == "weights"
+    assert DEFAULT_WEIGHTS.name == "dcmpnet_t.pt" and DEFAULT_WEIGHTS.parent.name == "weights"
 
 
 def test_the_shipped_real_photo_weights_are_the_default_fine_tuned() -> None:
@@ -143,6 +143,6 @@ def test_the_shipped_real_photo_weights_are_the_default_fine_tuned() -> None:
     x = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         tuned, depth = load_pipeline_from_weights(real)(x)
-        default, _ = load_pipeline_from_weights()(x)
+        default, _ = load_pipeline_from_weights(DEFAULT_WEIGHTS.with_name("dcmpnet_small.pt"))(x)
     assert tuned.shape == x.shape and depth.shape == (1, 1, 48, 64) and torch.isfinite(tuned).all()
     assert (tuned - default).abs().mean() > 1e-3  # fine-tuning moved the weights
