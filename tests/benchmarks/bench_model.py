@@ -67,12 +67,9 @@ Images = list[np.ndarray]
 ModeFn = Callable[[Images], Images]
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Command-line options (defaults: service settings for batch and tiles)."""
-    defaults = Settings()
-    parser = argparse.ArgumentParser(prog="bench_model", description=__doc__.split("\n")[0])
-    common.add_common_arguments(parser, "model")
-    parser.add_argument("--variant", help="variant to time; random-initialised if --weights holds another one")
+def add_image_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--dtypes``, ``--scenes``, ``--sizes``, ``--images``, ``--large-images`` and ``--rounds``: what is timed on
+    which images (this benchmark's and ``bench_variants``')."""
     parser.add_argument(
         "--dtypes",
         nargs="+",
@@ -87,6 +84,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=4, help="SOTS scenes per size up to 1 MP (default 4)")
     parser.add_argument("--large-images", type=int, default=2, help="scenes per size over 1 MP, e.g. 1080p (2)")
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds after the warm-up round (default 2)")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line options (defaults: service settings for batch and tiles)."""
+    defaults = Settings()
+    parser = argparse.ArgumentParser(prog="bench_model", description=__doc__.split("\n")[0])
+    common.add_common_arguments(parser, "model")
+    parser.add_argument("--variant", help="variant to time; random-initialised if --weights holds another one")
+    add_image_arguments(parser)
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -263,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print the table, write the JSON; returns the JSON document's results."""
     args = parse_args(argv)
     device = common.setup_torch(args.threads, args.device)
-    args.dtypes = _dtypes(args.dtypes, device)
+    args.dtypes = timed_dtypes(args.dtypes, device)
     machine = common.machine_info(device, args.threads)
     torch.manual_seed(0)  # as BaselineProcess does: the same random-initialised weights in both processes
     pipeline, source = common.load_pipeline(args.weights, args.variant)
@@ -290,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             print(f"{label}: {len(images)} images, {args.rounds} rounds + warm-up", file=sys.stderr, flush=True)
             macs = {"per_image": pipeline_gmac(pipeline, (height, width))}
             rows += summarize_size(label, images, gts, run_rounds(modes, images, args.rounds, device), macs, peaks)
-    print(common.format_table(rows, COLUMNS, title=f"model path: {source['variant']} on {_device_name(machine)}"))
+    print(common.format_table(rows, COLUMNS, title=f"model path: {source['variant']} on {device_name(machine)}"))
     targets = _targets(rows, device)
     common.print_targets(targets)
     config = {
@@ -316,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return results
 
 
-def _dtypes(requested: list[str] | None, device: torch.device) -> list[str]:
+def timed_dtypes(requested: list[str] | None, device: torch.device) -> list[str]:
     """The precisions to time: as requested (fp16 refused on the CPU), or fp32 plus the device's ``auto`` one."""
     if requested is None:
         auto = SHORT_NAMES[resolve_dtype("auto", device.type)]
@@ -326,7 +332,8 @@ def _dtypes(requested: list[str] | None, device: torch.device) -> list[str]:
     return list(dict.fromkeys(requested))
 
 
-def _device_name(machine: dict[str, Any]) -> str:
+def device_name(machine: dict[str, Any]) -> str:
+    """The GPU's name, or the CPU model and torch threads, for a table title."""
     if machine["cuda_device_name"]:
         return str(machine["cuda_device_name"])
     return f"{machine['cpu_model']}, {machine['torch_threads']} torch threads"

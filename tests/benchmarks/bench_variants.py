@@ -46,9 +46,10 @@ from tests.benchmarks.bench_model import (
     DTYPE_NAMES,
     LARGE_PIXELS,
     ModeFn,
-    _device_name,
-    _dtypes,
+    add_image_arguments,
+    device_name,
     run_rounds,
+    timed_dtypes,
     traced_batched,
 )
 from training.metrics import mean_finite_psnr, psnr
@@ -84,20 +85,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_WEIGHTS,
         help="checkpoints to compare, ratios against the first (default: dcmpnet_small.pt dcmpnet_t.pt)",
     )
-    parser.add_argument(
-        "--dtypes",
-        nargs="+",
-        choices=sorted(DTYPE_NAMES),
-        default=None,
-        help="precisions to time (default: fp32 and the device's auto precision; fp16 is CUDA only)",
-    )
-    parser.add_argument(
-        "--scenes", nargs="+", default=list(common.VALIDATION_SCENES), help="SOTS scenes of the images (validation)"
-    )
-    parser.add_argument("--sizes", nargs="+", default=["sots", "1080p"], help="sots, 1080p or HxW")
-    parser.add_argument("--images", type=int, default=4, help="SOTS scenes per size up to 1 MP (default 4)")
-    parser.add_argument("--large-images", type=int, default=2, help="scenes per size over 1 MP, e.g. 1080p (2)")
-    parser.add_argument("--rounds", type=int, default=2, help="timed rounds after the warm-up round (default 2)")
+    add_image_arguments(parser)
     args = parser.parse_args(argv)
     if len(args.weights) < 2:
         parser.error("--weights needs at least two files to compare")
@@ -213,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print the table, write the JSON; returns the JSON document's results."""
     args = parse_args(argv)
     device = common.setup_torch(args.threads, args.device)
-    args.dtypes = _dtypes(args.dtypes, device)
+    args.dtypes = timed_dtypes(args.dtypes, device)
     machine = common.machine_info(device, args.threads)
     candidates = load_candidates(args.weights)
     scenes = common.load_sots(args.data, max(args.images, args.large_images), args.scenes)
@@ -224,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             label, images, gts = size_images(text, scenes, args)
             print(f"{label}: {len(images)} images, {args.rounds} rounds + warm-up", file=sys.stderr, flush=True)
             rows += summarize_size(label, candidates, args.dtypes, gts, run_rounds(modes, images, args.rounds, device))
-    title = f"variants: {MODE} on {_device_name(machine)}"
+    title = f"variants: {MODE} on {device_name(machine)}"
     print(common.format_table(rows, columns(candidates[0].label), title=title))
     targets = _targets(rows, candidates)
     common.print_targets(targets)
