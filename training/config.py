@@ -202,6 +202,10 @@ class LossConfig(StrictModel):
             main term). With Eq. 11 alone (0), the adversarial coefficient map concentrates on the worst pixels and
             the output's global tone drifts: distillation from the previously shipped weights lost 3 dB in 100 steps.
         unet_weight: Weight of Eq. 5 (Φ's own U-Net features of hazy vs clear).
+        depth_absolute_weight: Weight of Eq. 9 (absolute L1 towards the depth target) in Ψ's loss.
+        depth_scale_invariant_weight: Weight of a scale-invariant L1 in Ψ's loss (the prediction aligned to the
+            target's median per sample, :func:`training.losses.scale_invariant_l1`); 0 is the paper's loss. For depth
+            normalised per scene, as SOTS's, whose scale a crop cannot show.
         depth_consistency_weight: Weight of ``L1(Ψ(Φ(ũ*)), M_u)`` in Φ's loss, the path by which the depth error
             reaches Φ (Eq. 12); the released code uses 0.1.
         perceptron_hidden: Width of both difference perceptrons.
@@ -213,6 +217,8 @@ class LossConfig(StrictModel):
 
     l1_weight: float = Field(default=0.0, ge=0)
     unet_weight: float = Field(default=1.0, ge=0)
+    depth_absolute_weight: float = Field(default=1.0, ge=0)
+    depth_scale_invariant_weight: float = Field(default=0.0, ge=0)
     depth_consistency_weight: float = Field(default=0.1, ge=0)
     perceptron_hidden: int = Field(default=16, ge=1)
     reverse_scale: float = Field(default=1.0, ge=0)

@@ -134,6 +134,13 @@ class DualTaskStep:
         for opt in opts:
             self.scaler.step(opt)
 
+    def _depth_loss(
+        self, pred: torch.Tensor, target: torch.Tensor, coeff: torch.Tensor, w: torch.Tensor
+    ) -> torch.Tensor:
+        """Eq. 9 with the configured absolute and scale-invariant weights."""
+        lw = self.loss
+        return depth_loss(pred, target, coeff, w, lw.depth_absolute_weight, lw.depth_scale_invariant_weight)
+
     def _phi_forward(self, hazy: torch.Tensor, depth_in: torch.Tensor | None) -> tuple[torch.Tensor, list]:
         out, feats = self.phi.forward_with_features(hazy, None if self.internal_depth else depth_in)
         return out, list(feats)
@@ -169,7 +176,9 @@ class DualTaskStep:
             out, feats = self._phi_forward(hazy, m_hazy.detach())
             m_out_d = self.psi(out.detach())
             a_dr = self._coeff(self.perc_d, out - clear)
-            l_depth = depth_loss(m_out_d.float(), depth, a_dr, dw) + depth_loss(m_hazy.float(), depth, a_dr, dw)
+            l_depth = self._depth_loss(m_out_d.float(), depth, a_dr, dw) + self._depth_loss(
+                m_hazy.float(), depth, a_dr, dw
+            )
         self.opt_psi.zero_grad(set_to_none=True)
         self._optimise(l_depth, [self.opt_psi], [self.psi, self.perc_d])
         # Φ step (Eq. 11/12): Ψ frozen, gradients flow through it into Φ.
@@ -199,7 +208,9 @@ class DualTaskStep:
                 out, _ = self._phi_forward(hazy, m_hazy.detach())
             m_out_d = self.psi(out)
             a_dr = self._coeff(self.perc_d, out - clear)
-            l_depth = depth_loss(m_out_d.float(), depth, a_dr, dw) + depth_loss(m_hazy.float(), depth, a_dr, dw)
+            l_depth = self._depth_loss(m_out_d.float(), depth, a_dr, dw) + self._depth_loss(
+                m_hazy.float(), depth, a_dr, dw
+            )
         self.opt_psi.zero_grad(set_to_none=True)
         self._optimise(l_depth, [self.opt_psi], [self.psi, self.perc_d])
         self.scaler.update()
@@ -214,7 +225,7 @@ class DualTaskStep:
             m_out = self.psi(out).float()
             a_dr = self._coeff(self.perc_d, out - clear)
             a_er = self._coeff(self.perc_e, (m_out - depth) * dw)
-            l_depth = depth_loss(m_out, depth, a_dr, dw) + depth_loss(m_hazy.float(), depth, a_dr, dw)
+            l_depth = self._depth_loss(m_out, depth, a_dr, dw) + self._depth_loss(m_hazy.float(), depth, a_dr, dw)
             l_dehaze = self._dehaze_term(out.float(), b, a_er)
             l_unet, l_dc = self._phi_extras(out, feats, b, m_out)
         self.opt_phi.zero_grad(set_to_none=True)

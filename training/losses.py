@@ -35,10 +35,34 @@ def _check_same(a: torch.Tensor, b: torch.Tensor, names: str) -> None:
         raise ValueError(f"{names} differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
 
 
+def scale_invariant_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``mean(|s·pred − target|)`` with ``s`` per sample the ratio of the target's to the prediction's median over
+    the trusted pixels (``weight > 0``), not differentiated.
+
+    Relative depth normalised per scene (SOTS: 0 nearest, 1 farthest in that scene) has a scale that a crop cannot
+    show; this term asks Ψ for the depth's shape only, which is what median-scaled AbsRel and δ<1.25 score.
+    """
+    w = torch.ones_like(target) if weight is None else weight
+    scales = []
+    for p, t, m in zip(pred.flatten(1), target.flatten(1), w.flatten(1) > 0, strict=True):
+        if not bool(m.any()):
+            scales.append(pred.new_ones(()))
+            continue
+        scales.append(t[m].median() / p[m].median().clamp_min(1e-3))
+    s = torch.stack(scales).detach().view(-1, *([1] * (pred.dim() - 1)))
+    return ((s * pred - target).abs() * w).mean()
+
+
 def depth_loss(
-    pred: torch.Tensor, target: torch.Tensor, coeff: torch.Tensor, weight: torch.Tensor | None = None
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    coeff: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    absolute: float = 1.0,
+    scale_invariant: float = 0.0,
 ) -> torch.Tensor:
-    """Eq. 9: ``mean(A ⊙ |pred - target|) + mean(|pred - target|)``.
+    """Eq. 9, ``mean(A ⊙ |pred - target|) + mean(|pred - target|)``, times ``absolute``, plus ``scale_invariant``
+    times :func:`scale_invariant_l1`.
 
     The plain term keeps every pixel supervised; the weighted one adds emphasis where the coefficient map
     (from the dehazing error) is large.
@@ -59,7 +83,10 @@ def depth_loss(
     if weight is not None:
         _check_same(weight, target, "weight and target")
         err = err * weight
-    return (coeff * err).mean() + err.mean()
+    loss = absolute * ((coeff * err).mean() + err.mean())
+    if scale_invariant:
+        loss = loss + scale_invariant * scale_invariant_l1(pred, target, weight)
+    return loss
 
 
 def dehaze_loss(

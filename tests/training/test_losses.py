@@ -117,3 +117,21 @@ def test_contrastive_loss_runs_on_vgg19_features() -> None:
     loss.backward()
     assert math.isfinite(loss.item()) and loss.item() > 0
     assert out.grad is not None and bool(torch.isfinite(out.grad).all()) and float(out.grad.abs().sum()) > 0
+
+
+def test_the_scale_invariant_depth_term_ignores_the_prediction_scale() -> None:
+    from training.losses import depth_loss, scale_invariant_l1
+
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 1, 8, 8, generator=gen) + 0.1
+    pred = torch.rand(2, 1, 8, 8, generator=gen) + 0.1
+    assert scale_invariant_l1(target * torch.tensor([3.0, 0.5]).view(2, 1, 1, 1), target) < 1e-6
+    assert torch.allclose(scale_invariant_l1(pred, target), scale_invariant_l1(pred * 7.0, target), atol=1e-6)
+    coeff = torch.ones_like(target)
+    plain = depth_loss(pred, target, coeff)
+    assert torch.equal(plain, depth_loss(pred, target, coeff, absolute=1.0, scale_invariant=0.0))  # the paper's
+    mixed = depth_loss(pred, target, coeff, absolute=0.2, scale_invariant=1.0)
+    assert torch.allclose(mixed, 0.2 * plain + scale_invariant_l1(pred, target))
+    weight = torch.zeros_like(target)
+    weight[0] = 1.0  # the second sample has no trusted pixel: it adds nothing
+    assert torch.allclose(scale_invariant_l1(pred, target, weight) * 2, scale_invariant_l1(pred[:1], target[:1]))

@@ -127,8 +127,18 @@ def test_the_warm_up_rises_linearly_then_the_cosine_takes_over() -> None:
 def test_the_depth_only_stage_trains_psi_and_leaves_phi_exactly_as_warm_started(
     tmp_path: Path, sots_small: Path, dehazeformer_file: Path
 ) -> None:
-    cfg = load_config(_config(tmp_path, sots_small, dehazeformer_file, formulation="depth_only", max_steps=4))
+    loss = {
+        **yaml.safe_load(SMOKE.read_text())["loss"],
+        "depth_absolute_weight": 0.2,
+        "depth_scale_invariant_weight": 1.0,
+    }
+    path = _config(tmp_path, sots_small, dehazeformer_file, formulation="depth_only", max_steps=4, loss=loss)
+    cfg = load_config(path)
     trainer = Trainer(cfg.model_copy(update={"data": cfg.data.model_copy(update={"val_crop": None})}))
+    assert (trainer.dual_task.loss.depth_absolute_weight, trainer.dual_task.loss.depth_scale_invariant_weight) == (
+        0.2,
+        1.0,
+    )
     with torch.no_grad():  # a random tiny Ψ predicts negative depth, which cannot be scored: lift it
         trainer.psi.final_conv.bias.fill_(2.0)
     phi0 = {k: v.clone() for k, v in trainer.phi.state_dict().items()}
