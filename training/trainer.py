@@ -342,7 +342,7 @@ class Trainer:
             torch.set_rng_state(extra["torch_rng"])
         else:  # checkpoints written before the random state was saved
             torch.manual_seed(self.cfg.seed + self.step)
-        logger.info("resumed from %s at step %d (best val PSNR %.3f)", path, self.step, self.best_psnr)
+        logger.info("resumed from %s at step %d (best validation score %.3f)", path, self.step, self.best_psnr)
 
     # ----- the loop -----
 
