@@ -18,7 +18,7 @@ from model.dcmpnet import DCMPNet
 from model.depthnet import DepthNet
 from model.variants import get_variant
 
-__all__ = ["DehazePipeline", "build_pipeline", "depth_to_unit"]
+__all__ = ["DehazePipeline", "build_pipeline", "depth_to_unit", "pad_to_min_size"]
 
 
 def depth_to_unit(raw: torch.Tensor, is_disparity: bool) -> torch.Tensor:
@@ -38,6 +38,13 @@ def _shortfall(size: int, minimum: int) -> int:
     """
     diff = minimum - size
     return (diff + abs(diff)) // 2
+
+
+def pad_to_min_size(x: torch.Tensor, minimum: int) -> torch.Tensor:
+    """Replicate-pads bottom/right up to ``minimum`` px a side (reflect padding fails when the pad is not smaller
+    than the image); traceable, the amounts stay symbolic."""
+    h, w = x.shape[-2:]
+    return F.pad(x, [0, _shortfall(w, minimum), 0, _shortfall(h, minimum)], mode="replicate")
 
 
 class DehazePipeline(nn.Module):
@@ -68,7 +75,7 @@ class DehazePipeline(nn.Module):
         if not torch.jit.is_tracing() and (x01.dim() != 4 or x01.shape[1] != 3):
             raise ValueError(f"expected an N×3×H×W image batch, got {tuple(x01.shape)}")
         h, w = x01.shape[-2:]
-        x = F.pad(x01, [0, _shortfall(w, self.min_size), 0, _shortfall(h, self.min_size)], mode="replicate")
+        x = pad_to_min_size(x01, self.min_size)
         raw = self.psi(x)
         dehazed = self.phi(x, None if self.phi.dpn is not None else raw)
         dehazed = dehazed[:, :, :h, :w].clamp(0.0, 1.0)

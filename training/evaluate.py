@@ -160,6 +160,7 @@ def _teacher_method(teacher: str) -> tuple[Method, str]:
 def _dehazeformer_method(path: Path) -> tuple[Method, str]:
     """A DehazeFormer-T checkpoint as a method: ``dcmpnet_t``'s Φ warm-started from it (exactly that network)."""
     from model.dcmpnet import DCMPNet
+    from model.pipeline import pad_to_min_size
     from model.variants import get_variant
     from model.warm_start import warm_start_phi
     from training.pseudo_depth import pseudo_depth
@@ -172,17 +173,11 @@ def _dehazeformer_method(path: Path) -> tuple[Method, str]:
 
     def method(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = img.cpu()
-        pad = _shortfall_pad(x, phi.min_size)
+        pad = pad_to_min_size(x, phi.min_size)
         out = phi(pad, torch.zeros_like(pad[:, :1]))[..., : x.shape[-2], : x.shape[-1]].clamp(0.0, 1.0)
         return out.to(img.device), pseudo_depth(x, out).depth.to(img.device)
 
     return method, str(path)
-
-
-def _shortfall_pad(x: torch.Tensor, minimum: int) -> torch.Tensor:
-    """Replicate-pads bottom/right up to ``minimum`` px a side (Φ's smallest input), as the pipeline does."""
-    h, w = x.shape[-2:]
-    return torch.nn.functional.pad(x, [0, max(minimum - w, 0), 0, max(minimum - h, 0)], mode="replicate")
 
 
 def _network_method(weights: Path | None, device: torch.device, dtype: str) -> tuple[Method, str, str]:
